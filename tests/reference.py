@@ -1,0 +1,68 @@
+"""A plain dense implementation of functional attention, written from the formulas
+in docs (one graph and one head at a time, explicit inverses), used as the
+independent reference of the tests."""
+import torch
+import torch.nn.functional as F
+
+PARTITION_EPS = 1e-6
+REL_RIDGE = 1e-10
+
+
+def orthonormal_basis(n: int, k: int, mass: torch.Tensor, generator=None) -> torch.Tensor:
+    """A random basis ``[n, k]`` with ``Psi^T diag(mass) Psi = I`` (just random
+    values if ``n < k``, where no such basis exists)."""
+    raw = torch.randn(n, k, dtype=mass.dtype, generator=generator)
+    if n < k:
+        return raw
+    sqrt_m = mass.sqrt().unsqueeze(1)
+    q, _ = torch.linalg.qr(sqrt_m * raw)
+    return q / sqrt_m
+
+
+def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, return_maps=False):
+    """Output of ``layer`` computed graph by graph and head by head (and the
+    functional maps ``[B, H, k, k]`` if asked)."""
+    if batch is None:
+        batch = torch.zeros(x.shape[0], dtype=torch.long)
+    H, d, k = layer.heads, layer.head_channels, layer.num_bases
+    out = torch.empty_like(x)
+    maps = []
+    for g in range(int(batch.max()) + 1):
+        idx = (batch == g).nonzero().view(-1)
+        xg = x[idx]
+        n = xg.shape[0]
+        m = torch.full((n,), 1.0 / n, dtype=x.dtype) if mass is None else mass[idx]
+        value = xg @ layer.lin_value.weight.T + layer.lin_value.bias
+        if layer.basis != "laplacian":
+            u_all = xg @ layer.lin_basis_in.weight.T + layer.lin_basis_in.bias
+        heads, maps_g = [], []
+        for h in range(H):
+            f = value[:, h * d:(h + 1) * d]
+            if layer.basis == "learned":
+                u = u_all[:, h * d:(h + 1) * d]
+                tau = layer.temperature[h].clamp(0.1, 5.0)
+                phi = torch.softmax((u @ layer.basis_proj.weight.T + layer.basis_proj.bias) / tau, dim=1)
+                mn = m / m.sum()
+                norm = phi.T @ mn + PARTITION_EPS
+                coef = (phi.T @ (mn[:, None] * f)) / norm[:, None]
+            else:
+                psi = basis[idx][:, :k]
+                if layer.basis == "laplacian":
+                    phi = psi
+                else:
+                    u = u_all[:, h * d:(h + 1) * d]
+                    p = psi + u @ layer.basis_proj.weight.T + layer.basis_proj.bias
+                    gram = p.T @ (m[:, None] * p)
+                    r = torch.linalg.cholesky(gram, upper=True)
+                    phi = p @ torch.linalg.inv(r)
+                coef = phi.T @ (m[:, None] * f)
+            q = coef @ layer.lin_q.weight.T
+            kk = coef @ layer.lin_k.weight.T
+            v = coef @ layer.lin_v.weight.T
+            lam = F.softplus(layer.ridge_raw[h]) + REL_RIDGE * kk.square().sum()
+            fmap = q @ kk.T @ torch.linalg.inv(kk @ kk.T + lam * torch.eye(k, dtype=x.dtype))
+            heads.append(phi @ (fmap @ v))
+            maps_g.append(fmap)
+        out[idx] = torch.cat(heads, dim=1) @ layer.lin_out.weight.T + layer.lin_out.bias
+        maps.append(torch.stack(maps_g))
+    return (out, torch.stack(maps)) if return_maps else out

@@ -1,0 +1,409 @@
+import math
+
+import pytest
+import torch
+from reference import dense_functional_attention, orthonormal_basis
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from tg_funcattn.nn import FunctionalAttention
+
+KINDS = ("learned", "laplacian", "laplacian_init")
+
+
+def make_layer(kind="learned", channels=16, heads=2, num_bases=4, dtype=torch.float64, **kwargs):
+    layer = FunctionalAttention(channels, heads, num_bases, basis=kind, **kwargs).to(dtype)
+    with torch.no_grad():  # move away from the special initial values
+        layer.ridge_raw.uniform_(-1.0, 1.0)
+        if layer.temperature is not None:
+            layer.temperature.uniform_(0.3, 1.5)
+        if kind == "laplacian_init":
+            layer.basis_proj.weight.normal_(0, 0.1)
+            layer.basis_proj.bias.normal_(0, 0.1)
+    return layer
+
+
+def make_inputs(sizes, channels=16, num_bases=4, dtype=torch.float64, with_mass=True):
+    batch = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
+    x = torch.randn(batch.numel(), channels, dtype=dtype)
+    mass = torch.rand(batch.numel(), dtype=dtype) + 0.1 if with_mass else None
+    ones = torch.ones(batch.numel(), dtype=dtype)
+    m = mass if with_mass else ones  # an eigenbasis is orthonormal in the mass it is used with
+    basis = torch.cat([orthonormal_basis(n, num_bases + 2, m[batch == g])
+                       for g, n in enumerate(sizes)])
+    return x, batch, mass, basis
+
+
+def call(layer, x, batch, mass, basis, **kwargs):
+    return layer(x, batch, mass=mass, basis=None if layer.basis == "learned" else basis, **kwargs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_repr(kind):
+    layer = make_layer(kind, dtype=torch.float32)
+    x, batch, mass, basis = make_inputs([5, 9], dtype=torch.float32)
+    out, bases, fmap = call(layer, x, batch, mass, basis, return_maps=True)
+    assert out.shape == (14, 16)
+    assert bases.shape == (14, 2, 4)
+    assert fmap.shape == (2, 2, 4, 4)
+    assert repr(layer) == f"FunctionalAttention(16, heads=2, num_bases=4, basis='{kind}')"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("with_mass", [True, False])
+def test_batched_equals_each_graph_alone(kind, with_mass):
+    sizes = [1, 7, 300, 2000] if kind == "learned" else [4, 7, 300, 2000]
+    layer = make_layer(kind)
+    x, batch, mass, basis = make_inputs(sizes, with_mass=with_mass)
+    if kind != "learned" and not with_mass:
+        mass = torch.ones(x.shape[0], dtype=x.dtype)  # the basis is orthonormal for unit mass
+    out = call(layer, x, batch, mass, basis)
+    start = 0
+    for n in sizes:
+        sl = slice(start, start + n)
+        alone = call(layer, x[sl], None, None if mass is None else mass[sl], basis[sl])
+        torch.testing.assert_close(out[sl], alone, atol=1e-6, rtol=0)
+        start += n
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("solve", ["primal", "dual"])
+def test_matches_dense_reference(kind, solve):
+    layer = make_layer(kind, solve=solve)
+    x, batch, mass, basis = make_inputs([6, 11, 40])
+    out, _, fmap = call(layer, x, batch, mass, basis, return_maps=True)
+    ref, ref_map = dense_functional_attention(layer, x, batch, mass,
+                                              None if kind == "learned" else basis, return_maps=True)
+    torch.testing.assert_close(out, ref, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(fmap, ref_map, atol=1e-9, rtol=1e-7)
+
+
+def test_dense_reference_uniform_mass():
+    layer = make_layer("learned")
+    x, batch, _, _ = make_inputs([3, 25])
+    torch.testing.assert_close(layer(x, batch), dense_functional_attention(layer, x, batch),
+                               atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_primal_and_dual_agree(kind):
+    layer = make_layer(kind, solve="primal")
+    x, batch, mass, basis = make_inputs([8, 30])
+    primal, _, c_primal = call(layer, x, batch, mass, basis, return_maps=True)
+    layer.solve = "dual"
+    dual, _, c_dual = call(layer, x, batch, mass, basis, return_maps=True)
+    torch.testing.assert_close(primal, dual, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(c_primal, c_dual, atol=1e-10, rtol=1e-8)
+
+
+def test_auto_solve_picks_the_smaller_system():
+    assert FunctionalAttention(16, 2, 4)._resolve_solve() == "primal"  # k=4 < d=8
+    assert FunctionalAttention(16, 2, 32)._resolve_solve() == "dual"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_permutation_equivariance(kind):
+    layer = make_layer(kind)
+    x, batch, mass, basis = make_inputs([9, 23])
+    out = call(layer, x, batch, mass, basis)
+    perm = torch.cat([torch.randperm(9), 9 + torch.randperm(23)])  # within graphs: batch stays sorted
+    out_perm = call(layer, x[perm], batch, mass[perm], basis[perm])
+    torch.testing.assert_close(out_perm, out[perm], atol=1e-10, rtol=1e-8)
+
+
+def test_learned_basis_is_a_partition_of_unity():
+    layer = make_layer("learned", num_bases=6)
+    x, batch, mass, _ = make_inputs([12])
+    _, bases, _ = layer(x, batch, mass=mass, return_maps=True)
+    torch.testing.assert_close(bases.sum(-1), torch.ones(12, 2, dtype=x.dtype))  # partition of unity
+    assert torch.all(bases > 0)
+
+
+def _grid(n, warp):
+    """Nested grid of the unit square (n = 2^j + 1), warped by t -> t^p, with
+    trapezoid quadrature weights of the warped coordinates."""
+    t = torch.linspace(0, 1, n, dtype=torch.float64) ** warp
+    w = torch.zeros(n, dtype=torch.float64)
+    w[1:] += (t[1:] - t[:-1]) / 2
+    w[:-1] += (t[1:] - t[:-1]) / 2
+    xs, ys = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), torch.outer(w, w).reshape(-1)
+
+
+def _smooth_features(pos, channels=16):
+    g = torch.Generator().manual_seed(3)
+    freq = torch.randn(2, channels, generator=g, dtype=torch.float64) * 2
+    phase = torch.rand(channels, generator=g, dtype=torch.float64) * 2 * math.pi
+    return torch.sin(pos @ freq + phase)
+
+
+def test_quadrature_convergence_with_density():
+    """The same smooth function on nested, non-uniform grids of one surface:
+    with matching masses the outputs at the shared nodes converge (trapezoid
+    rule, O(h^2)); with uniform weights they converge to a different, biased
+    limit, so the mass is what makes the layer discretisation-invariant."""
+    layer = make_layer("learned")
+    levels = [9, 17, 33, 65, 129]
+    coarse, _ = _grid(levels[0], warp=2.0)
+    outs, outs_unweighted = [], []
+    for n in levels:
+        pos, mass = _grid(n, warp=2.0)
+        stride = (n - 1) // (levels[0] - 1)
+        idx = (torch.arange(levels[0])[:, None] * stride * n + torch.arange(levels[0]) * stride).reshape(-1)
+        torch.testing.assert_close(pos[idx], coarse)  # nested: the coarse nodes are shared
+        x = _smooth_features(pos)
+        with torch.no_grad():
+            outs.append(layer(x, mass=mass)[idx])
+            outs_unweighted.append(layer(x)[idx])
+    diffs = [(b - a).abs().max().item() for a, b in zip(outs, outs[1:])]
+    for prev, nxt in zip(diffs, diffs[1:]):
+        assert nxt < 0.4 * prev, diffs  # second order: about 1/4 per halving of h
+    assert diffs[-1] < 1e-3 * outs[-1].abs().max().item()
+    # uniform weights on the warped grid converge elsewhere
+    bias = (outs_unweighted[-1] - outs[-1]).abs().max().item()
+    assert bias > 100 * diffs[-1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck(kind):
+    layer = make_layer(kind, channels=4, heads=2, num_bases=3)
+    x, batch, mass, basis = make_inputs([3, 5], channels=4, num_bases=3)
+    x.requires_grad_(True)
+    mass.requires_grad_(True)
+    inputs = (x, mass) if kind == "learned" else (x, mass, basis.requires_grad_(True))
+
+    def fn(x, mass, basis=None):
+        return call(layer, x, batch, mass, basis)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+    params = [p for p in layer.parameters()]
+    out = fn(*inputs)
+    grads = torch.autograd.grad(out.square().sum(), params, allow_unused=True)
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_parameters_receive_finite_gradients_float32():
+    layer = make_layer("learned", dtype=torch.float32)
+    x, batch, mass, _ = make_inputs([1, 50], dtype=torch.float32)
+    layer(x, batch, mass=mass).square().mean().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_rank_deficient_keys_give_finite_output():
+    layer = make_layer("learned", dtype=torch.float32, ridge=1e-3)
+    with torch.no_grad():
+        layer.ridge_raw.fill_(-30.0)  # lambda = softplus(-30) ~ 1e-13: essentially no ridge
+    x = torch.randn(1, 16).repeat(64, 1)  # constant features: every coefficient row equal
+    x.requires_grad_(True)
+    out = layer(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    zero = torch.zeros(10, 16, requires_grad=True)  # all-zero keys
+    out = layer(zero)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(zero.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_solve_stays_wide(dtype):
+    layer = make_layer("learned", channels=32, heads=4, num_bases=8, dtype=torch.float32)
+    x = torch.randn(300, 32) * 30  # large activations: an fp16 Gram matrix would overflow
+    ref = layer(x)
+    with torch.autocast("cpu", dtype=dtype):
+        out, _, fmap = layer(x, return_maps=True)
+    assert out.dtype == dtype
+    assert fmap.dtype == torch.float64
+    assert torch.isfinite(out).all()
+    err = (out.float() - ref).abs().max() / ref.abs().max()
+    assert err < 0.1
+
+
+def test_dropout_only_in_training():
+    layer = make_layer("learned", dropout=0.5, dtype=torch.float32)
+    x = torch.randn(20, 16)
+    layer.eval()
+    torch.testing.assert_close(layer(x), layer(x))
+    layer.train()
+    assert not torch.allclose(layer(x), layer(x))
+
+
+def test_reset_parameters_restores_initial_state():
+    layer = FunctionalAttention(16, 2, 4, basis="laplacian_init", ridge=0.7)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(1.0)
+    layer.reset_parameters()
+    assert torch.all(layer.basis_proj.weight == 0) and torch.all(layer.basis_proj.bias == 0)
+    torch.testing.assert_close(layer.ridge, torch.full((2,), 0.7))
+    learned = FunctionalAttention(16, 2, 4, temperature=0.8)
+    torch.testing.assert_close(learned.temperature.detach(), torch.full((2,), 0.8))
+    w = learned.basis_proj.weight  # orthogonal init: orthonormal columns (k=4 < d=8)
+    torch.testing.assert_close(w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T,
+                               torch.eye(min(w.shape)), atol=1e-5, rtol=0)
+
+
+def test_laplacian_init_equals_laplacian_at_initialisation():
+    fixed = FunctionalAttention(16, 2, 4, basis="laplacian").double()
+    adaptive = FunctionalAttention(16, 2, 4, basis="laplacian_init").double()
+    state = {k: v for k, v in adaptive.state_dict().items()}
+    for name in fixed.state_dict():
+        state[name] = fixed.state_dict()[name]
+    adaptive.load_state_dict(state)
+    x, batch, mass, basis = make_inputs([10, 20])
+    torch.testing.assert_close(adaptive(x, batch, mass=mass, basis=basis),
+                               fixed(x, batch, mass=mass, basis=basis), atol=1e-10, rtol=1e-8)
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_memory_is_linear_no_n_by_k_by_d(kind):
+    """No tensor of the forward or backward pass is larger than O(N (c + H k)):
+    an N x k x d intermediate (here 8x larger) would show up."""
+    channels, heads, k = 32, 4, 16  # d = 8; N*k*d = 4 * N*H*k... = 128 N
+    layer = make_layer(kind, channels, heads, k, dtype=torch.float32)
+    x, batch, mass, basis = make_inputs([700, 1300], channels, k, dtype=torch.float32)
+    x.requires_grad_(True)
+    with _LargestTensor() as probe:
+        call(layer, x, batch, mass, basis).sum().backward()
+    n = x.shape[0]
+    assert probe.largest <= n * (heads * (k + 1) + 2 * channels)
+    assert probe.largest < n * k * channels  # the per-node outer products over all heads
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_torch_compile_without_graph_breaks(kind):
+    layer = make_layer(kind, dtype=torch.float32)
+    x, batch, mass, basis = make_inputs([5, 40, 13], dtype=torch.float32)
+    explanation = torch._dynamo.explain(layer)(x, batch, mass=mass, basis=None if kind == "learned" else basis,
+                                                 batch_size=3)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    layer = make_layer("learned", dtype=torch.float32)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    for sizes in ([5, 40, 13], [100, 3, 7]):
+        x, batch, mass, _ = make_inputs(sizes, dtype=torch.float32)
+        x.requires_grad_(True)
+        out = compiled(x, batch, mass=mass, batch_size=len(sizes))
+        torch.testing.assert_close(out, layer(x, batch, mass=mass), atol=1e-5, rtol=1e-4)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        (ref,) = torch.autograd.grad(layer(x, batch, mass=mass).sum(), x)
+        torch.testing.assert_close(grad, ref, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------- bad input
+def _layer32(kind="learned"):
+    return FunctionalAttention(16, 2, 4, basis=kind)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(channels=10, heads=3), ValueError, "'channels' .* divisible by 'heads'"),
+    (dict(channels=16, heads=0), ValueError, "'heads' must be a positive int"),
+    (dict(channels=16, num_bases=0), ValueError, "'num_bases' must be a positive int"),
+    (dict(channels=16, basis="spectral"), ValueError, "'basis' must be one of"),
+    (dict(channels=16, solve="qr"), ValueError, "'solve' must be one of"),
+    (dict(channels=16, dropout=1.0), ValueError, "'dropout'"),
+    (dict(channels=16, ridge=0.0), ValueError, "'ridge' must be positive"),
+])
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FunctionalAttention(**kwargs)
+
+
+def test_bad_x():
+    layer = _layer32()
+    with pytest.raises(ValueError, match=r"'x' must have shape \[N, 16\]"):
+        layer(torch.randn(5, 15))
+    with pytest.raises(ValueError, match="'x' must be 2-dimensional"):
+        layer(torch.randn(2, 5, 16))
+    with pytest.raises(TypeError, match="'x' must be a floating point tensor"):
+        layer(torch.ones(5, 16, dtype=torch.long))
+    with pytest.raises(TypeError, match="'x' must be a torch.Tensor"):
+        layer([[0.0] * 16])
+    for bad in (float("nan"), float("inf")):
+        x = torch.randn(5, 16)
+        x[2, 3] = bad
+        with pytest.raises(ValueError, match="'x' contains 1 NaN or infinite"):
+            layer(x)
+
+
+def test_bad_batch():
+    layer = _layer32()
+    x = torch.randn(6, 16)
+    with pytest.raises(ValueError, match="'batch' must be sorted"):
+        layer(x, torch.tensor([0, 0, 1, 1, 0, 1]))
+    with pytest.raises(ValueError, match="'batch' has 5 entries but there are 6 nodes"):
+        layer(x, torch.tensor([0, 0, 1, 1, 1]))
+    with pytest.raises(TypeError, match="'batch' must be an integer tensor"):
+        layer(x, torch.zeros(6))
+    with pytest.raises(ValueError, match="graph 1 is empty"):
+        layer(x, torch.tensor([0, 0, 0, 2, 2, 2]))
+    with pytest.raises(ValueError, match="graph 2 is empty"):
+        layer(x, torch.tensor([0, 0, 0, 1, 1, 1]), batch_size=3)
+    with pytest.raises(ValueError, match="graph index 1 but 'batch_size' is 1"):
+        layer(x, torch.tensor([0, 0, 0, 1, 1, 1]), batch_size=1)
+    with pytest.raises(ValueError, match="negative graph index"):
+        layer(x, torch.tensor([-1, 0, 0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="an empty graph"):
+        layer(torch.randn(0, 16), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="graph 0 is empty"):
+        layer(torch.randn(0, 16))
+    with pytest.raises(ValueError, match="'batch_size' must be a positive int"):
+        layer(x, torch.zeros(6, dtype=torch.long), batch_size=0)
+
+
+def test_bad_mass():
+    layer = _layer32()
+    x = torch.randn(6, 16)
+    with pytest.raises(ValueError, match=r"'mass' must have shape \[N\] = \[6\]"):
+        layer(x, mass=torch.ones(5))
+    with pytest.raises(ValueError, match="use mass.view"):
+        layer(x, mass=torch.ones(6, 1))
+    with pytest.raises(TypeError, match="'mass' must be a floating point tensor"):
+        layer(x, mass=torch.ones(6, dtype=torch.long))
+    with pytest.raises(ValueError, match="'mass' must be strictly positive"):
+        layer(x, mass=torch.tensor([1.0, 1, 0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="'mass' must be strictly positive"):
+        layer(x, mass=-torch.ones(6))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="'mass' contains 1 NaN"):
+            layer(x, mass=torch.tensor([1.0, 1, bad, 1, 1, 1]))
+
+
+def test_bad_basis():
+    x = torch.randn(6, 16)
+    with pytest.raises(ValueError, match="'basis' is only used with basis='laplacian'"):
+        _layer32()(x, basis=torch.randn(6, 4))
+    for kind in ("laplacian", "laplacian_init"):
+        layer = _layer32(kind)
+        with pytest.raises(ValueError, match="needs the 'basis' argument"):
+            layer(x)
+        with pytest.raises(ValueError, match=r"'basis' must have shape \[N, >= num_bases\]"):
+            layer(x, basis=torch.randn(6, 3))
+        with pytest.raises(ValueError, match=r"'basis' must have shape"):
+            layer(x, basis=torch.randn(5, 4))
+        with pytest.raises(ValueError, match="'basis' contains"):
+            layer(x, basis=torch.full((6, 4), float("nan")))
+        x7 = torch.randn(7, 16)
+        with pytest.raises(ValueError, match="graph 1 has 3 nodes, fewer than the 4 required"):
+            layer(x7, torch.tensor([0, 0, 0, 0, 1, 1, 1]), basis=torch.randn(7, 4))
+    layer = _layer32("laplacian_init")
+    rank_deficient = torch.randn(6, 4)
+    rank_deficient[:, 3] = rank_deficient[:, 2]
+    with pytest.raises(ValueError, match="rank deficient"):
+        layer(torch.randn(6, 16), basis=rank_deficient)
