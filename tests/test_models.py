@@ -1,0 +1,130 @@
+import pytest
+import torch
+from torch_geometric.nn import GCNConv
+
+from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet
+from tg_funcattn.nn.models import _weighted_mean
+from tg_funcattn._validation import segments
+
+
+def _batch(sizes):
+    return torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
+
+
+@pytest.mark.parametrize("local", [None, "point_transformer", "edgeconv", GCNConv(16, 16),
+                                   lambda c: GCNConv(c, c)])
+def test_block_batched_equals_alone(local):
+    block = FuncAttnBlock(16, heads=2, num_bases=4, local=local, k=5).double()
+    sizes = [1, 9, 60]
+    x = torch.randn(sum(sizes), 16, dtype=torch.float64)
+    pos = torch.rand(sum(sizes), 3, dtype=torch.float64)
+    batch = _batch(sizes)
+    out = block(x, pos, batch)
+    assert out.shape == x.shape
+    s = 0
+    for n in sizes:
+        torch.testing.assert_close(out[s:s + n], block(x[s:s + n], pos[s:s + n]), atol=1e-8, rtol=0)
+        s += n
+
+
+def test_block_local_branch_matters_and_needs_pos():
+    block = FuncAttnBlock(16, heads=2, num_bases=4, local="point_transformer")
+    x, pos = torch.randn(30, 16), torch.rand(30, 3)
+    without = FuncAttnBlock(16, heads=2, num_bases=4)
+    without.load_state_dict({k: v for k, v in block.state_dict().items()
+                             if not k.startswith("local.")})
+    assert not torch.allclose(block(x, pos), without(x))
+    with pytest.raises(ValueError, match="needs 'pos'"):
+        block(x)
+    with pytest.raises(ValueError, match="'local' must be one of"):
+        FuncAttnBlock(16, heads=2, local="gat")
+    assert "local=PointTransformerConv" in repr(block)
+
+
+@pytest.mark.parametrize("task", ["node", "graph"])
+@pytest.mark.parametrize("with_mass", [False, True])
+def test_net_batched_equals_alone(task, with_mass):
+    net = FuncAttnNet(3, 16, 5, num_layers=2, heads=2, num_bases=4, task=task,
+                      num_categories=3, local="edgeconv", k=4).double()
+    sizes = [2, 11, 50]
+    n = sum(sizes)
+    x, pos = torch.randn(n, 3, dtype=torch.float64), torch.rand(n, 3, dtype=torch.float64)
+    mass = torch.rand(n, dtype=torch.float64) + 0.5 if with_mass else None
+    category = torch.tensor([2, 0, 1])
+    out = net(x, pos, _batch(sizes), mass=mass, category=category)
+    assert out.shape == ((n, 5) if task == "node" else (3, 5))
+    s = 0
+    for g, m in enumerate(sizes):
+        alone = net(x[s:s + m], pos[s:s + m], mass=None if mass is None else mass[s:s + m],
+                    category=category[g:g + 1])
+        expected = out[s:s + m] if task == "node" else out[g:g + 1]
+        torch.testing.assert_close(expected, alone, atol=1e-8, rtol=0)
+        s += m
+
+
+def test_category_conditioning_changes_output():
+    net = FuncAttnNet(0, 16, 4, num_layers=1, heads=2, num_bases=4, num_categories=2)
+    pos = torch.rand(20, 3)
+    a = net(None, pos, category=torch.tensor([0]))
+    b = net(None, pos, category=torch.tensor([1]))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="'category' \\[B\\] is required"):
+        net(None, pos)
+    with pytest.raises(ValueError, match="one entry per graph"):
+        net(None, pos, category=torch.tensor([0, 1]))
+
+
+def test_weighted_mean_pooling():
+    h = torch.randn(7, 3, dtype=torch.float64)
+    mass = torch.rand(7, dtype=torch.float64) + 0.1
+    batch = _batch([3, 4])
+    pooled = _weighted_mean(h, mass, segments(batch, 7, h.device))
+    for g, idx in enumerate([slice(0, 3), slice(3, 7)]):
+        expected = (mass[idx, None] * h[idx]).sum(0) / mass[idx].sum()
+        torch.testing.assert_close(pooled[g], expected)
+
+
+def test_net_bad_input_and_repr():
+    net = FuncAttnNet(4, 16, 2, num_layers=1, heads=2, num_bases=4)
+    pos = torch.rand(6, 3)
+    with pytest.raises(ValueError, match=r"'x' must have shape \[N, 4\]"):
+        net(torch.randn(6, 3), pos)
+    with pytest.raises(ValueError, match="'x' is None"):
+        net(None, pos)
+    with pytest.raises(ValueError, match="'pos' is required"):
+        net(torch.randn(6, 4), None)
+    with pytest.raises(ValueError, match=r"'pos' must have shape \[N, 3\]"):
+        net(torch.randn(6, 4), torch.rand(6, 2))
+    with pytest.raises(ValueError, match="'pos' has 5 rows but 'x' has 6"):
+        net(torch.randn(6, 4), torch.rand(5, 3))
+    with pytest.raises(ValueError, match="built without num_categories"):
+        net(torch.randn(6, 4), pos, category=torch.tensor([0]))
+    with pytest.raises(ValueError, match="'task' must be"):
+        FuncAttnNet(4, 16, 2, task="edge")
+    assert repr(net) == ("FuncAttnNet(4, 16, 2, num_layers=1, heads=2, num_bases=4, "
+                         "basis='learned', task='node')")
+
+
+def test_net_with_laplacian_basis():
+    net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis="laplacian_init")
+    pos = torch.rand(12, 3)
+    basis, _ = torch.linalg.qr(torch.randn(12, 4))
+    out = net(None, pos, mass=torch.ones(12), basis=basis)
+    assert out.shape == (12, 3) and torch.isfinite(out).all()
+
+
+def test_net_learns_a_toy_task():
+    torch.manual_seed(0)
+    net = FuncAttnNet(0, 32, 2, num_layers=2, heads=4, num_bases=8)
+    pos = torch.rand(4 * 64, 3)
+    batch = _batch([64] * 4)
+    y = (pos[:, 0] > 0.5).long()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(None, pos, batch), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,292 @@
+r"""The transformer block and network built on :class:`FunctionalAttention`."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.nn import LayerNorm, Linear, Module
+
+from .._validation import check_finite, check_mass, check_tensor, segments
+from ..ops.knn import knn_graph
+from .functional_attention import FunctionalAttention
+
+LOCAL_KINDS = ("point_transformer", "edgeconv")
+
+
+class MLP(torch.nn.Sequential):
+    """``Linear -> GELU -> Dropout -> Linear``."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 dropout: float = 0.0):
+        super().__init__(Linear(in_channels, hidden_channels), torch.nn.GELU(),
+                         torch.nn.Dropout(dropout), Linear(hidden_channels, out_channels))
+
+    def reset_parameters(self):
+        self[0].reset_parameters()
+        self[3].reset_parameters()
+
+
+def _make_local(local: Union[str, Module, Callable[[int], Module]], channels: int) -> Module:
+    from torch_geometric.nn import EdgeConv, PointTransformerConv
+
+    if local == "point_transformer":
+        return PointTransformerConv(channels, channels)
+    if local == "edgeconv":
+        return EdgeConv(MLP(2 * channels, channels, channels), aggr="max")
+    if isinstance(local, Module):
+        return local
+    if callable(local):
+        module = local(channels)
+        if not isinstance(module, Module):
+            raise TypeError(f"'local' factory must return a torch.nn.Module, got {type(module).__name__}")
+        return module
+    raise ValueError(f"'local' must be one of {LOCAL_KINDS}, a PyG conv module or a factory "
+                     f"channels -> module, got {local!r}")
+
+
+class FuncAttnBlock(Module):
+    r"""Pre-LayerNorm transformer block around :class:`FunctionalAttention`,
+    with an optional local message-passing branch over a kNN graph of ``pos``.
+
+    .. math::
+        \mathbf{h} &= \mathrm{LN}_1(\mathbf{x}), \qquad
+        \mathbf{x} \leftarrow \mathbf{x} + \mathrm{FuncAttn}(\mathbf{h})
+            + \mathrm{Local}(\mathbf{h}, \mathbf{p}, \mathcal{E}_{\mathrm{kNN}}) \\
+        \mathbf{x} &\leftarrow \mathbf{x} + \mathrm{MLP}(\mathrm{LN}_2(\mathbf{x}))
+
+    The global (functional attention) and local (message passing) branches run
+    in parallel on the same normalised input.
+
+    Args:
+        channels (int): Size of each sample.
+        heads (int, optional): Attention heads. (default: :obj:`8`)
+        num_bases (int, optional): Basis functions per head. (default: :obj:`32`)
+        basis (str, optional): ``"learned"``, ``"laplacian"`` or
+            ``"laplacian_init"``. (default: :obj:`"learned"`)
+        mlp_ratio (float, optional): Hidden size of the MLP relative to
+            ``channels``. (default: :obj:`2.0`)
+        dropout (float, optional): Dropout in attention and MLP. (default: :obj:`0.0`)
+        local (str or torch.nn.Module or callable, optional): The local branch:
+            ``"point_transformer"`` (:class:`~torch_geometric.nn.conv.PointTransformerConv`),
+            ``"edgeconv"`` (:class:`~torch_geometric.nn.conv.EdgeConv` with an
+            MLP), any PyG conv module called as ``conv(x, edge_index)`` or
+            ``conv(x, pos, edge_index)``, or a factory ``channels -> module``;
+            ``None`` for no local branch. (default: :obj:`None`)
+        k (int, optional): Neighbours of the kNN graph when ``edge_index`` is
+            not passed to :meth:`forward`. (default: :obj:`16`)
+        **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
+
+    Shapes:
+        - **input:** node features :math:`(N, c)`, positions :math:`(N, D)`
+          (for the local branch), batch :math:`(N)`, mass :math:`(N)`,
+          basis :math:`(N, k')`, edge indices :math:`(2, E)`
+        - **output:** node features :math:`(N, c)`
+    """
+
+    def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
+                 basis: str = "learned", mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
+                 k: int = 16, **kwargs):
+        super().__init__()
+        self.channels = channels
+        self.k = k
+        self.norm1 = LayerNorm(channels)
+        self.attn = FunctionalAttention(channels, heads, num_bases, basis, dropout, **kwargs)
+        self.local = None if local is None else _make_local(local, channels)
+        self._local_takes_pos = self.local is not None and \
+            "pos" in inspect.signature(self.local.forward).parameters
+        self.norm2 = LayerNorm(channels)
+        self.mlp = MLP(channels, max(1, int(round(mlp_ratio * channels))), channels, dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
+        self.norm1.reset_parameters()
+        self.attn.reset_parameters()
+        if self.local is not None and hasattr(self.local, "reset_parameters"):
+            self.local.reset_parameters()
+        self.norm2.reset_parameters()
+        self.mlp.reset_parameters()
+
+    def forward(self, x: Tensor, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None, *,
+                mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
+                edge_index: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
+        """Runs the block; ``pos`` or ``edge_index`` is needed only with a local branch."""
+        h = self.norm1(x)
+        out = x + self.attn(h, batch, mass=mass, basis=basis, batch_size=batch_size)
+        if self.local is not None:
+            if edge_index is None:
+                if pos is None:
+                    raise ValueError("the local branch needs 'pos' (or a precomputed 'edge_index')")
+                edge_index = knn_graph(pos, self.k, batch)
+            if self._local_takes_pos:
+                if pos is None:
+                    raise ValueError(f"{type(self.local).__name__} needs 'pos'")
+                out = out + self.local(h, pos, edge_index)
+            else:
+                out = out + self.local(h, edge_index)
+        return out + self.mlp(self.norm2(out))
+
+    def __repr__(self) -> str:
+        local = None if self.local is None else type(self.local).__name__
+        return (f"{self.__class__.__name__}({self.channels}, heads={self.attn.heads}, "
+                f"num_bases={self.attn.num_bases}, basis='{self.attn.basis}', local={local})")
+
+
+class FuncAttnNet(Module):
+    r"""A functional attention transformer for point clouds and meshes:
+    lift -> ``num_layers`` x :class:`FuncAttnBlock` -> head.
+
+    The lift embeds the node features concatenated with the positions;
+    node-level tasks (segmentation, per-node regression) read one output per
+    node, graph-level tasks pool the nodes of each graph by their mass
+    (uniform if no mass is given) before the head.  For part segmentation,
+    ``num_categories`` adds a learned embedding of each graph's category to
+    every node of that graph.
+
+    Args:
+        in_channels (int): Size of the node features ``x`` (``0``: positions only).
+        hidden_channels (int): Width of the blocks.
+        out_channels (int): Size of each output (classes or regression targets).
+        num_layers (int, optional): Number of blocks. (default: :obj:`4`)
+        heads (int, optional): Attention heads. (default: :obj:`8`)
+        num_bases (int, optional): Basis functions per head. (default: :obj:`32`)
+        basis (str, optional): ``"learned"``, ``"laplacian"`` or
+            ``"laplacian_init"``. (default: :obj:`"learned"`)
+        task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
+        pos_channels (int, optional): Dimension of ``pos``, concatenated to
+            ``x`` at the input; ``0`` to ignore positions in the lift.
+            (default: :obj:`3`)
+        num_categories (int, optional): Number of graph categories for
+            conditioning; ``None`` for none. (default: :obj:`None`)
+        local (str or torch.nn.Module or callable, optional): Local branch of
+            every block (see :class:`FuncAttnBlock`). (default: :obj:`None`)
+        k (int, optional): Neighbours of the kNN graph of the local branch,
+            built once per forward pass and shared by the blocks.
+            (default: :obj:`16`)
+        mlp_ratio (float, optional): MLP width relative to ``hidden_channels``.
+            (default: :obj:`2.0`)
+        dropout (float, optional): Dropout. (default: :obj:`0.0`)
+        **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
+
+    Shapes:
+        - **input:** node features :math:`(N, F_{in})` or ``None``, positions
+          :math:`(N, D)`, batch :math:`(N)`, mass :math:`(N)`, basis
+          :math:`(N, k')`, category :math:`(B)`
+        - **output:** :math:`(N, F_{out})` for ``task="node"``,
+          :math:`(B, F_{out})` for ``task="graph"``
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 4, heads: int = 8, num_bases: int = 32,
+                 basis: str = "learned", task: str = "node", pos_channels: int = 3,
+                 num_categories: Optional[int] = None,
+                 local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
+                 k: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0, **kwargs):
+        super().__init__()
+        if task not in ("node", "graph"):
+            raise ValueError(f"'task' must be 'node' or 'graph', got {task!r}")
+        if in_channels < 0 or pos_channels < 0 or in_channels + pos_channels == 0:
+            raise ValueError("'in_channels' + 'pos_channels' must be positive (the lift needs an input)")
+        if num_layers < 1:
+            raise ValueError(f"'num_layers' must be >= 1, got {num_layers}")
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.out_channels = out_channels
+        self.num_layers = num_layers
+        self.task = task
+        self.pos_channels = pos_channels
+        self.num_categories = num_categories
+        self.k = k
+        self.lift = MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
+        self.category_emb = None if num_categories is None else \
+            torch.nn.Embedding(num_categories, hidden_channels)
+        self.blocks = torch.nn.ModuleList([
+            FuncAttnBlock(hidden_channels, heads, num_bases, basis, mlp_ratio, dropout, local, k,
+                          **kwargs) for _ in range(num_layers)])
+        self.norm = LayerNorm(hidden_channels)
+        self.head = MLP(hidden_channels, hidden_channels, out_channels, dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
+        self.lift.reset_parameters()
+        if self.category_emb is not None:
+            self.category_emb.reset_parameters()
+        for block in self.blocks:
+            block.reset_parameters()
+        self.norm.reset_parameters()
+        self.head.reset_parameters()
+
+    def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None, *,
+                mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
+                category: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
+        """Runs the network (see the class docstring for shapes)."""
+        inputs = []
+        if self.in_channels > 0:
+            if x is None:
+                raise ValueError(f"'x' is None but the model was built with in_channels={self.in_channels}")
+            check_tensor(x, "x", ndim=2, floating=True)
+            if x.shape[1] != self.in_channels:
+                raise ValueError(f"'x' must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
+            inputs.append(x)
+        elif x is not None and x.numel() > 0:
+            raise ValueError("'x' was given but the model was built with in_channels=0; "
+                             "set in_channels to its width")
+        if self.pos_channels > 0 or self.blocks[0].local is not None:
+            if pos is None:
+                raise ValueError("'pos' is required (for the lift or the local branch)")
+            check_tensor(pos, "pos", ndim=2, floating=True)
+            check_finite(pos, "pos")
+        if self.pos_channels > 0:
+            if pos.shape[1] != self.pos_channels:
+                raise ValueError(f"'pos' must have shape [N, {self.pos_channels}], got {tuple(pos.shape)}")
+            if inputs and pos.shape[0] != inputs[0].shape[0]:
+                raise ValueError(f"'pos' has {pos.shape[0]} rows but 'x' has {inputs[0].shape[0]}")
+            inputs.append(pos.to(inputs[0].dtype) if inputs else pos)
+        h = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
+        seg = segments(batch, h.shape[0], h.device, batch_size)
+        if mass is not None:
+            check_mass(mass, h.shape[0], h.device)
+        h = self.lift(h)
+        if self.category_emb is not None:
+            if category is None:
+                raise ValueError(f"'category' [B] is required: the model was built with "
+                                 f"num_categories={self.num_categories}")
+            check_tensor(category, "category", ndim=1)
+            if category.numel() != seg.num_graphs:
+                raise ValueError(f"'category' must have one entry per graph ({seg.num_graphs}), "
+                                 f"got shape {tuple(category.shape)}")
+            emb = self.category_emb(category)
+            h = h + (emb.expand(h.shape[0], -1) if seg.batch is None else emb[seg.batch])
+        elif category is not None:
+            raise ValueError("'category' was given but the model was built without num_categories")
+
+        edge_index = None
+        if self.blocks[0].local is not None:
+            edge_index = knn_graph(pos, self.k, batch)
+        for block in self.blocks:
+            h = block(h, pos, batch, mass=mass, basis=basis, edge_index=edge_index,
+                      batch_size=seg.num_graphs)
+        h = self.norm(h)
+        if self.task == "graph":
+            h = _weighted_mean(h, mass, seg)
+        return self.head(h)
+
+    def __repr__(self) -> str:
+        attn = self.blocks[0].attn
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
+                f"{self.out_channels}, num_layers={self.num_layers}, heads={attn.heads}, "
+                f"num_bases={attn.num_bases}, basis='{attn.basis}', task='{self.task}')")
+
+
+def _weighted_mean(h: Tensor, mass: Optional[Tensor], seg) -> Tensor:
+    """Mass-weighted mean of the node features of every graph, ``[B, C]``."""
+    w = torch.ones(h.shape[0], dtype=h.dtype, device=h.device) if mass is None else mass.to(h.dtype)
+    if seg.batch is None:
+        return (w.unsqueeze(1) * h).sum(0, keepdim=True) / w.sum()
+    total = h.new_zeros(seg.num_graphs).index_add(0, seg.batch, w)
+    pooled = h.new_zeros(seg.num_graphs, h.shape[1]).index_add(0, seg.batch, w.unsqueeze(1) * h)
+    return pooled / total.unsqueeze(1)
