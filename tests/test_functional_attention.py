@@ -333,6 +333,8 @@ def test_bad_x():
         layer(torch.randn(2, 5, 16))
     with pytest.raises(TypeError, match="'x' must be a floating point tensor"):
         layer(torch.ones(5, 16, dtype=torch.long))
+    with pytest.raises(TypeError, match="'x' has dtype torch.float64 but the layer's parameters are torch.float32"):
+        layer(torch.randn(5, 16, dtype=torch.float64))
     with pytest.raises(TypeError, match="'x' must be a torch.Tensor"):
         layer([[0.0] * 16])
     for bad in (float("nan"), float("inf")):

@@ -48,7 +48,9 @@ class FunctionalAttention(torch.nn.Module):
     with :math:`\mathbf{C}\mathbf{V} = \mathbf{Q}\,(\mathbf{K}^{\top}\mathbf{K} +
     \lambda\mathbf{I})^{-1}\mathbf{K}^{\top}\mathbf{V}` evaluated in the
     cheaper of the primal (:math:`k \times k`) and dual (:math:`d \times d`)
-    forms and :math:`\lambda > 0` learned per head.  The basis
+    forms and :math:`\lambda > 0` learned per head (plus
+    :math:`10^{-10}\|\mathbf{K}\|_F^2`, which bounds the condition number
+    whatever the scale of the keys).  The basis
     :math:`\mathbf{\Phi} \in \mathbb{R}^{n \times k}` is
 
     * ``"learned"``: :math:`\Phi_i = \mathrm{softmax}(\mathbf{W}_b \mathbf{u}_i /
@@ -203,6 +205,13 @@ class FunctionalAttention(torch.nn.Module):
         num_nodes = x.shape[0]
         if x.shape[1] != self.channels:
             raise ValueError(f"'x' must have shape [N, {self.channels}], got {tuple(x.shape)}")
+        weight_param = self.lin_value.weight
+        if x.device != weight_param.device:
+            raise ValueError(f"'x' is on {x.device} but the layer's parameters are on "
+                             f"{weight_param.device}; move one with .to()")
+        if x.dtype != weight_param.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"'x' has dtype {x.dtype} but the layer's parameters are "
+                            f"{weight_param.dtype}; convert one with .to() or use torch.autocast")
         check_finite(x, "x")
         min_nodes = 1 if self.basis == "learned" else self.num_bases
         seg = segments(batch, num_nodes, x.device, batch_size, min_nodes=min_nodes)
