@@ -3,7 +3,7 @@
 No download: the shapes (airplanes, tables, mugs, lamps with part labels) are
 generated on the fly.  About a minute on a 2-core CPU; prints the test accuracy.
 
-    python examples/quickstart.py [--epochs 8] [--device cpu]
+    python examples/quickstart.py [--epochs 14] [--device cpu]
 """
 import argparse
 import json
@@ -19,7 +19,7 @@ from tg_funcattn.nn import FuncAttnNet
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--train-shapes", type=int, default=320)
     parser.add_argument("--test-shapes", type=int, default=80)
     parser.add_argument("--points", type=int, default=512)
