@@ -1,0 +1,212 @@
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+trimesh = pytest.importorskip("trimesh", reason="mesh transforms need the 'mesh' extra")
+pytest.importorskip("potpourri3d", reason="mesh transforms need the 'mesh' extra")
+
+from tg_funcattn.geometry import eigen as eigen_module  # noqa: E402
+from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh,  # noqa: E402
+                                    RandomEigenvectorSignFlip, SampleMeshPoints)
+
+
+def sphere_data(level=2, scale=1.0, shift=0.0):
+    mesh = trimesh.creation.icosphere(subdivisions=level)
+    pos = torch.tensor(np.asarray(mesh.vertices) * scale + shift, dtype=torch.float32)
+    return Data(pos=pos, face=torch.tensor(np.asarray(mesh.faces).T, dtype=torch.long))
+
+
+@pytest.fixture
+def count_solves(monkeypatch):
+    calls = []
+    real = eigen_module.mesh_eigenbasis
+
+    def counting(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs.get("k"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eigen_module, "mesh_eigenbasis", counting)
+    return calls
+
+
+def test_eigenbasis_attributes_batch_correctly():
+    data = [LaplacianEigenbasis(8)(sphere_data(2)), LaplacianEigenbasis(8)(sphere_data(1))]
+    assert data[0].evecs.shape == (162, 8) and data[0].evals.shape == (1, 8)
+    assert data[0].mass.shape == (162,) and data[0].evecs.dtype == torch.float32
+    batch = Batch.from_data_list(data)
+    assert batch.evecs.shape == (204, 8) and batch.evals.shape == (2, 8) and batch.mass.shape == (204,)
+    np.testing.assert_allclose(batch.mass[:162].sum().item(), 4 * np.pi, rtol=0.02)
+    gram = data[0].evecs.double().T @ (data[0].mass.double()[:, None] * data[0].evecs.double())
+    assert (gram - torch.eye(8, dtype=torch.float64)).abs().max() < 1e-5  # float32 storage
+
+
+def test_point_cloud_without_faces():
+    data = sphere_data(3)
+    del data.face
+    out = LaplacianEigenbasis(4)(data)
+    assert out.evals[0, 0].abs() < 1e-6 and 1.9 < out.evals[0, 1] < 2.1
+
+
+def test_cache_hit_performs_no_eigensolve(tmp_path, count_solves):
+    transform = LaplacianEigenbasis(16, cache_dir=tmp_path)
+    first = transform(sphere_data())
+    second = transform(sphere_data())
+    assert len(count_solves) == 1
+    assert torch.equal(first.evecs, second.evecs) and torch.equal(first.mass, second.mass)
+    assert torch.equal(first.evals, second.evals)
+    # a smaller k is served by the stored larger one; a larger k is recomputed and stored
+    assert torch.equal(LaplacianEigenbasis(8, cache_dir=tmp_path)(sphere_data()).evecs,
+                       first.evecs[:, :8])
+    assert len(count_solves) == 1
+    LaplacianEigenbasis(24, cache_dir=tmp_path)(sphere_data())
+    LaplacianEigenbasis(20, cache_dir=tmp_path)(sphere_data())
+    assert count_solves == [16, 24]
+    # other settings are another entry
+    LaplacianEigenbasis(8, cache_dir=tmp_path, method="robust")(sphere_data())
+    assert count_solves == [16, 24, 8]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_different_geometry_never_hits(tmp_path, count_solves):
+    transform = LaplacianEigenbasis(8, cache_dir=tmp_path)
+    a = sphere_data()
+    b = sphere_data()
+    b.pos[17, 2] = torch.nextafter(b.pos[17, 2], torch.tensor(10.0))  # one ulp
+    c = sphere_data()
+    c.face = c.face[:, torch.randperm(c.face.shape[1], generator=torch.Generator().manual_seed(0))]
+    for data in (a, b, c):
+        transform(data)
+    assert len(count_solves) == 3
+
+
+def test_same_key_with_another_geometry_is_not_used(tmp_path, count_solves, caplog):
+    transform = LaplacianEigenbasis(8, cache_dir=tmp_path)
+    a, b = sphere_data(), sphere_data(scale=2.0)
+    transform(a)
+    (entry,) = list(tmp_path.rglob("*.npz"))
+    key_b = transform.cache.key(b.pos.numpy(), b.face.numpy().astype(np.int64), transform.config)
+    target = transform.cache.path(key_b)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(entry, target)  # a's basis filed under b's key
+    with caplog.at_level(logging.WARNING):
+        out = transform(b)
+    assert "another geometry" in caplog.text and len(count_solves) == 2
+    np.testing.assert_allclose(out.mass.sum().item(), 16 * np.pi, rtol=0.02)  # b's own area
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong_shape"])
+def test_corrupt_entry_is_recomputed(tmp_path, count_solves, caplog, damage):
+    transform = LaplacianEigenbasis(8, cache_dir=tmp_path)
+    first = transform(sphere_data())
+    (entry,) = list(tmp_path.rglob("*.npz"))
+    raw = entry.read_bytes()
+    if damage == "garbage":
+        entry.write_bytes(b"not a numpy archive" * 10)
+    elif damage == "truncated":
+        entry.write_bytes(raw[: len(raw) // 2])
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    else:
+        with np.load(entry) as z:
+            fields = dict(z)
+        fields["evecs"] = fields["evecs"][:10]
+        np.savez(entry, **fields)
+    with caplog.at_level(logging.WARNING):
+        again = transform(sphere_data())
+    assert len(count_solves) == 2 and "recomputing" in caplog.text
+    assert torch.equal(again.evecs, first.evecs)
+    count_solves.clear()
+    transform(sphere_data())  # the entry was rewritten and is valid again
+    assert count_solves == []
+
+
+def test_interrupted_write_leaves_no_entry(tmp_path, monkeypatch, caplog):
+    transform = LaplacianEigenbasis(8, cache_dir=tmp_path)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with caplog.at_level(logging.WARNING):
+        out = transform(sphere_data())
+    assert out.evecs.shape == (162, 8)  # the result is still returned
+    assert "could not write" in caplog.text
+    assert not list(tmp_path.rglob("*.npz")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_sign_flip_transform():
+    data = LaplacianEigenbasis(8)(sphere_data())
+    flipped = RandomEigenvectorSignFlip(torch.Generator().manual_seed(3))(data.clone())
+    ratio = flipped.evecs / data.evecs
+    signs = ratio[0]
+    assert torch.all(signs.abs() == 1) and (signs < 0).any() and (signs > 0).any()
+    assert torch.allclose(ratio, signs.expand_as(ratio))
+    with pytest.raises(ValueError, match="apply LaplacianEigenbasis first"):
+        RandomEigenvectorSignFlip()(sphere_data())
+
+
+def test_normalize_mesh():
+    data = NormalizeMesh("area")(sphere_data(3, scale=3.0, shift=5.0))
+    from tg_funcattn.transforms.mesh import _triangle_areas
+    areas = _triangle_areas(data.pos.double(), data.face)
+    assert areas.sum().item() == pytest.approx(1.0, rel=1e-5)
+    centroids = data.pos.double()[data.face].mean(0)
+    assert ((areas[:, None] * centroids).sum(0).abs() < 1e-6).all()
+    sphere = NormalizeMesh("sphere")(sphere_data(2, scale=3.0, shift=5.0))
+    assert sphere.pos.norm(dim=1).max().item() == pytest.approx(1.0, rel=1e-6)
+    cloud = Data(pos=torch.rand(50, 3))
+    with pytest.raises(ValueError, match="needs 'data.face'"):
+        NormalizeMesh("area")(cloud)
+    assert NormalizeMesh("sphere")(cloud).pos.norm(dim=1).max().item() == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="apply LaplacianEigenbasis after"):
+        NormalizeMesh()(LaplacianEigenbasis(4)(sphere_data()))
+
+
+def _square_mesh():
+    """Three planar triangles of areas 0.5, 0.5 and 0.375."""
+    pos = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0], [1.75, 1, 0]],
+                       dtype=torch.float32)
+    face = torch.tensor([[0, 1, 2], [1, 4, 5], [1, 5, 2]]).t()
+    return pos, face
+
+
+def test_sample_mesh_points_masses_positions_and_attributes():
+    pos, face = _square_mesh()
+    vertex_label = torch.tensor([0, 1, 2, 3, 4, 5])
+    face_label = torch.tensor([10, 11, 12])
+    data = Data(pos=pos, face=face, y=vertex_label, x=pos.clone(), part=face_label)
+    out = SampleMeshPoints(20000, face_keys=["part"], generator=torch.Generator().manual_seed(0))(data)
+    from tg_funcattn.transforms.mesh import _triangle_areas
+    areas = _triangle_areas(pos.double(), face)
+    assert out.pos.shape == (20000, 3) and "face" not in out
+    assert out.mass.sum().item() == pytest.approx(areas.sum().item(), rel=1e-5)
+    fractions = torch.bincount(out.sample_face, minlength=3).double() / 20000
+    assert torch.allclose(fractions, areas / areas.sum(), atol=0.01)  # uniform by area
+    assert torch.equal(out.part, face_label[out.sample_face])
+    # a float vertex attribute is interpolated: here the coordinates themselves
+    assert torch.allclose(out.x, out.pos, atol=1e-5)
+    # an integer one takes the nearest corner's value
+    corners = face[:, out.sample_face]
+    nearest = corners.gather(0, out.sample_bary.argmax(1).unsqueeze(0)).squeeze(0)
+    assert torch.equal(out.y, vertex_label[nearest])
+    # the samples lie in their triangles
+    rebuilt = (out.sample_bary.unsqueeze(-1) * pos[corners.t()]).sum(1)
+    assert torch.allclose(rebuilt, out.pos, atol=1e-6)
+    assert torch.all(out.sample_bary >= 0)
+
+
+def test_sample_mesh_points_errors():
+    with pytest.raises(ValueError, match="needs 'data.face'"):
+        SampleMeshPoints(10)(Data(pos=torch.rand(5, 3)))
+    pos, face = _square_mesh()
+    with pytest.raises(ValueError, match="face attribute 'part' must be a tensor with one row per face"):
+        SampleMeshPoints(10, face_keys=["part"])(Data(pos=pos, face=face, part=torch.zeros(2)))
+    flat = Data(pos=torch.zeros(6, 3), face=face)
+    with pytest.raises(ValueError, match="zero area"):
+        SampleMeshPoints(10)(flat)
+    with pytest.raises(ValueError, match="'num_points' must be a positive int"):
+        SampleMeshPoints(0)

@@ -1,0 +1,6 @@
+"""PyG transforms: Laplacian eigenbases (with an on-disk cache), eigenvector
+sign-flip augmentation, mesh normalisation and area-weighted point sampling."""
+from .eigenbasis import LaplacianEigenbasis, RandomEigenvectorSignFlip
+from .mesh import NormalizeMesh, SampleMeshPoints
+
+__all__ = ["LaplacianEigenbasis", "RandomEigenvectorSignFlip", "NormalizeMesh", "SampleMeshPoints"]

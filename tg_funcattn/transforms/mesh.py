@@ -1,0 +1,158 @@
+"""PyG transforms for meshes: normalisation and area-weighted point sampling."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+
+_SPECTRAL = ("evecs", "evals", "mass")
+
+
+def _triangle_areas(pos: Tensor, face: Tensor) -> Tensor:
+    a, b, c = pos[face[0]], pos[face[1]], pos[face[2]]
+    return 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
+
+
+def _mesh(data: Data, who: str):
+    if getattr(data, "pos", None) is None:
+        raise ValueError(f"{who} needs 'data.pos'")
+    face = data.face if "face" in data else None
+    if face is not None and (face.dim() != 2 or face.shape[0] != 3):
+        raise ValueError(f"{who}: 'data.face' must have shape [3, num_faces], got {tuple(face.shape)}")
+    present = [k for k in _SPECTRAL if k in data]
+    if present:
+        raise ValueError(f"{who}: data already has {present}, computed for the old geometry; "
+                         "apply LaplacianEigenbasis after this transform")
+    return data.pos, face
+
+
+class NormalizeMesh(BaseTransform):
+    r"""Centres a mesh or point cloud and scales it to unit total surface area
+    (``mode="area"``, meshes only) or into the unit sphere (``mode="sphere"``).
+
+    The centre is the area-weighted centroid of the triangles for a mesh and
+    the mean of the points for a point cloud.  Eigenvalues scale with
+    ``1 / area``, so normalising to unit area makes spectra of differently
+    sized shapes comparable.  Apply it before :class:`LaplacianEigenbasis`.
+
+    Args:
+        mode (str, optional): ``"area"`` or ``"sphere"``. (default: :obj:`"area"`)
+    """
+
+    def __init__(self, mode: str = "area"):
+        if mode not in ("area", "sphere"):
+            raise ValueError(f"'mode' must be 'area' or 'sphere', got {mode!r}")
+        self.mode = mode
+
+    def forward(self, data: Data) -> Data:
+        pos, face = _mesh(data, "NormalizeMesh")
+        p = pos.double()
+        if face is None:
+            if self.mode == "area":
+                raise ValueError("NormalizeMesh(mode='area') needs 'data.face' (a point cloud has "
+                                 "no area); use mode='sphere'")
+            p = p - p.mean(0)
+        else:
+            areas = _triangle_areas(p, face)
+            total = areas.sum()
+            if not total > 0:
+                raise ValueError("NormalizeMesh: the mesh has zero total area")
+            centroids = (p[face[0]] + p[face[1]] + p[face[2]]) / 3
+            p = p - (areas.unsqueeze(1) * centroids).sum(0) / total
+        if self.mode == "area":
+            p = p / total.sqrt()
+        else:
+            radius = p.norm(dim=1).max()
+            if not radius > 0:
+                raise ValueError("NormalizeMesh: all points coincide")
+            p = p / radius
+        data.pos = p.to(pos.dtype)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(mode='{self.mode}')"
+
+
+class SampleMeshPoints(BaseTransform):
+    r"""Samples ``num_points`` points uniformly by area on the triangles of a
+    mesh, giving a point cloud with quadrature masses and attributes carried
+    over from the mesh.
+
+    * ``data.pos`` ``[P, 3]``: the samples; ``data.mass`` ``[P]``: the
+      Monte-Carlo quadrature weight ``total_area / P`` of each sample.
+    * Vertex attributes (tensors with one row per vertex): floating ones are
+      interpolated barycentrically, integer and boolean ones (labels) take the
+      value of the nearest corner of the sampled triangle.
+    * Face attributes named in ``face_keys``: the value of the sampled face.
+    * ``data.sample_face`` ``[P]`` and ``data.sample_bary`` ``[P, 3]`` record
+      where each sample lies, to map per-point predictions back to vertices.
+    * ``data.face`` is removed.
+
+    Triangles of zero area are never sampled.
+
+    Args:
+        num_points (int): Number of samples ``P``.
+        face_keys (sequence of str, optional): Face attributes to carry over.
+            (default: :obj:`()`)
+        generator (torch.Generator, optional): Source of randomness.
+            (default: :obj:`None`, torch's global generator)
+    """
+
+    def __init__(self, num_points: int, face_keys: Sequence[str] = (),
+                 generator: Optional[torch.Generator] = None):
+        if not isinstance(num_points, int) or num_points < 1:
+            raise ValueError(f"'num_points' must be a positive int, got {num_points!r}")
+        self.num_points = num_points
+        self.face_keys = tuple(face_keys)
+        self.generator = generator
+
+    def forward(self, data: Data) -> Data:
+        pos, face = _mesh(data, "SampleMeshPoints")
+        if face is None:
+            raise ValueError("SampleMeshPoints needs 'data.face' (a triangle mesh)")
+        num_vertices, num_faces = pos.shape[0], face.shape[1]
+        for key in self.face_keys:
+            value = data[key] if key in data else None
+            if not isinstance(value, Tensor) or value.shape[0] != num_faces:
+                raise ValueError(f"SampleMeshPoints: face attribute '{key}' must be a tensor with "
+                                 f"one row per face ({num_faces})")
+        areas = _triangle_areas(pos.double(), face)
+        total = areas.sum()
+        if not total > 0:
+            raise ValueError("SampleMeshPoints: every triangle of the mesh has zero area")
+        P = self.num_points
+        chosen = torch.multinomial(areas, P, replacement=True, generator=self.generator)
+        u, v = torch.rand(2, P, dtype=torch.float64, generator=self.generator)
+        root = u.sqrt()
+        bary = torch.stack([1 - root, root * (1 - v), root * v], dim=1)  # uniform on the triangle
+        corners = face[:, chosen]  # [3, P]
+        nearest = corners.gather(0, bary.argmax(1).unsqueeze(0)).squeeze(0)
+
+        vertex_keys = [k for k in data.keys() if k not in ("pos", "face") and k not in self.face_keys
+                       and isinstance(data[k], Tensor) and data[k].dim() > 0
+                       and data[k].shape[0] == num_vertices]
+        out = {}
+        for key in vertex_keys:
+            value = data[key]
+            if value.is_floating_point():
+                w = bary.to(value.dtype).view(P, 3, *([1] * (value.dim() - 1)))
+                out[key] = (w * value[corners.t()]).sum(1)
+            else:
+                out[key] = value[nearest]
+        for key in self.face_keys:
+            out[key] = data[key][chosen]
+        del data.face
+        points = (bary.unsqueeze(-1) * pos.double()[corners.t()]).sum(1)
+        data.pos = points.to(pos.dtype)
+        for key, value in out.items():
+            data[key] = value
+        data.mass = torch.full((P,), float(total) / P, dtype=pos.dtype)
+        data.sample_face = chosen
+        data.sample_bary = bary.to(pos.dtype)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.num_points})"
