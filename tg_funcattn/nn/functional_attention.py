@@ -68,6 +68,20 @@ class FunctionalAttention(torch.nn.Module):
       (a Cholesky factor of the Gram matrix); equal to :math:`\Psi` at
       initialisation.
 
+    **Invariance to the choice of eigenbasis.**  With ``"laplacian"`` the
+    output is exactly invariant to any orthogonal change of basis
+    :math:`\Phi \to \Phi\mathbf{S}` (:math:`\mathbf{S}^\top\mathbf{S} = \mathbf{I}`),
+    in particular to the arbitrary sign of every eigenvector and to rotations
+    within the eigenspace of a repeated eigenvalue: the coefficients become
+    :math:`\mathbf{S}^\top\mathbf{A}`, the map
+    :math:`\mathbf{S}^\top\mathbf{C}\mathbf{S}` (so the returned maps do
+    change), and :math:`\Phi\mathbf{S}\,\mathbf{S}^\top\mathbf{B} = \Phi\mathbf{B}`.
+    ``"laplacian_init"`` has the same invariance at initialisation, but not
+    once the correction :math:`\Delta` is learned, since :math:`\Delta` is
+    tied to the order and sign of the given eigenvectors; use
+    :class:`~tg_funcattn.transforms.RandomEigenvectorSignFlip` during training
+    if those can vary.  ``"learned"`` uses no eigenvectors.
+
     Every sum over nodes is taken per graph (no cross-graph leakage, no
     padding).  Memory beyond the parameters is :math:`O(N(c + Hk))`: no
     :math:`N \times k \times d` or :math:`N \times N` tensor is formed.  The
