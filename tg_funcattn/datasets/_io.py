@@ -1,0 +1,235 @@
+"""Reading raw dataset files with clear errors, safe archive extraction and
+atomic writes."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+
+class DatasetFormatError(ValueError):
+    """A raw dataset file does not have the expected format."""
+
+
+# ----------------------------------------------------------------------------- archives
+def _check_member(name: str, archive: Path) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or (path.parts and ":" in path.parts[0]) or ".." in path.parts:
+        raise DatasetFormatError(f"archive {archive} has an unsafe member '{name}' (absolute path "
+                                 "or '..'); refusing to extract it")
+    return path
+
+
+def safe_extract(archive, dest) -> List[Path]:
+    """Extracts a ``.zip`` or ``.tar[.gz|.bz2|.xz]`` archive into ``dest``.
+
+    Every member is checked before anything is written: absolute paths,
+    drive letters, ``..`` components, links and device files are rejected
+    (zip-slip), so nothing lands outside ``dest``.  Returns the top-level
+    entries written.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            for info in members:
+                _check_member(info.filename, archive)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise DatasetFormatError(f"archive {archive} has a symbolic link "
+                                             f"'{info.filename}'; refusing to extract it")
+            for info in members:
+                target = (dest / info.filename).resolve()
+                if root not in target.parents and target != root:
+                    raise DatasetFormatError(f"archive member '{info.filename}' of {archive} "
+                                             "would be written outside the dataset folder")
+                zf.extract(info, dest)
+            names = [m.filename for m in members]
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for info in members:
+                _check_member(info.name, archive)
+                if not (info.isfile() or info.isdir()):
+                    raise DatasetFormatError(f"archive {archive} has a link or special file "
+                                             f"'{info.name}'; refusing to extract it")
+            for info in members:
+                target = (dest / info.name).resolve()
+                if root not in target.parents and target != root:
+                    raise DatasetFormatError(f"archive member '{info.name}' of {archive} "
+                                             "would be written outside the dataset folder")
+                tf.extract(info, dest, set_attrs=False)
+            names = [m.name for m in members]
+    else:
+        raise DatasetFormatError(f"{archive} is neither a zip nor a tar archive (truncated download?)")
+    tops = sorted({PurePosixPath(n.replace("\\", "/")).parts[0] for n in names if n.strip("/")})
+    return [dest / t for t in tops]
+
+
+def find_or_download(url: str, root, archive_name: str, what: str, help_text: str) -> Tuple[Path, bool]:
+    """The dataset archive already on disk (in ``root`` or ``root/raw``), else
+    a download of ``url``; a failed download raises an error that says what
+    is expected where.  Returns the path and whether it was downloaded."""
+    root = Path(root)
+    for path in (root / archive_name, root / "raw" / archive_name):
+        if path.is_file():
+            return path, False
+    from torch_geometric.data import download_url
+
+    try:
+        return Path(download_url(url, str(root), log=False)), True
+    except Exception as error:  # no network, host down, HTTP error
+        raise RuntimeError(f"could not download {what} ({error}). {help_text}") from error
+
+
+def install_archive(archive, root, looks_right: Callable[[Path], bool], help_text: str) -> Path:
+    """Extracts ``archive`` safely into a staging folder and moves the folder
+    that ``looks_right`` to ``root/raw``; an existing, non-empty ``root/raw``
+    is never overwritten."""
+    root = Path(root)
+    staging = root / ".extracting"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tops = safe_extract(archive, staging)
+        source = next((c for c in [t for t in tops if t.is_dir()] + [staging] if looks_right(c)), None)
+        if source is None:
+            raise DatasetFormatError(f"{archive} does not contain the expected layout. {help_text}")
+        target = root / "raw"
+        if target.exists() and any(target.iterdir()):
+            raise DatasetFormatError(f"{target} exists but is incomplete; move it away to extract "
+                                     f"{archive}")
+        if target.exists():
+            target.rmdir()
+        os.replace(source, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------ text formats
+def read_name_list(path) -> List[str]:
+    """One name per line (blank lines and ``#`` comments ignored); an empty
+    list is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} does not exist")
+    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise DatasetFormatError(f"split file {path} lists no names")
+    return names
+
+
+def read_table(path, columns: int, *, dtype=np.float64) -> np.ndarray:
+    """A whitespace-separated numeric table with exactly ``columns`` values per
+    non-empty line; any other line is an error naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != columns:
+                raise DatasetFormatError(f"{path}, line {number}: expected {columns} numbers, "
+                                         f"got {len(fields)}: {line.strip()[:80]!r}")
+            try:
+                rows.append([float(v) for v in fields])
+            except ValueError:
+                raise DatasetFormatError(f"{path}, line {number}: not a number in "
+                                         f"{line.strip()[:80]!r}") from None
+    if not rows:
+        raise DatasetFormatError(f"{path} contains no data")
+    table = np.asarray(rows, dtype=dtype)
+    if not np.isfinite(table).all():
+        raise DatasetFormatError(f"{path} contains NaN or infinite values")
+    return table
+
+
+def read_int_lines(path, *, low: Optional[int] = None, high: Optional[int] = None) -> np.ndarray:
+    """One integer per line, optionally within ``[low, high]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file {path} does not exist")
+    values = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                value = int(text)
+            except ValueError:
+                raise DatasetFormatError(f"{path}, line {number}: expected one integer, "
+                                         f"got {text[:80]!r}") from None
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise DatasetFormatError(f"{path}, line {number}: label {value} outside "
+                                         f"[{low}, {high}]")
+            values.append(value)
+    if not values:
+        raise DatasetFormatError(f"label file {path} is empty")
+    return np.asarray(values, dtype=np.int64)
+
+
+def read_mesh(path):
+    """Vertices ``[N, 3]`` float64 and triangles ``[F, 3]`` int64 of any mesh
+    file ``trimesh`` reads (OFF, OBJ, PLY, STL, ...), unprocessed: vertex
+    order and count are kept exactly, so per-vertex labels stay aligned."""
+    from .._optional import require
+
+    trimesh = require("trimesh", "Reading mesh files")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mesh file {path} does not exist")
+    try:
+        mesh = trimesh.load(path, process=False, force="mesh")
+    except Exception as error:  # trimesh raises many kinds of errors on bad files
+        raise DatasetFormatError(f"cannot read mesh {path}: {error}") from error
+    vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
+    faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
+        raise DatasetFormatError(f"mesh {path} has no vertices")
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise DatasetFormatError(f"mesh {path} has no triangles")
+    if not np.isfinite(vertices).all():
+        raise DatasetFormatError(f"mesh {path} has NaN or infinite vertex coordinates")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise DatasetFormatError(f"mesh {path} has faces referring to missing vertices")
+    return vertices, faces
+
+
+# ----------------------------------------------------------------------- atomic saving
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: an
+    interrupted run never leaves a file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_lines(path, lines: Iterable[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
