@@ -4,35 +4,26 @@ Every shape is a union of parts (boxes, cylinders, ellipsoids, frusta, torus
 sections) with random proportions, sampled on its surface with a point count
 proportional to each part's area (optionally with a smoothly varying density),
 randomly rotated about the vertical axis and normalised to the unit sphere.
-Part labels are global ids in the style of ShapeNet part segmentation (each
-category owns a contiguous range).  Deterministic for a given seed.
+Part labels are the global part ids of the ShapeNet part benchmark.
+Deterministic for a given random generator.  :class:`SyntheticParts` writes
+such shapes in the ShapeNet part layout.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
-#: category -> names of its parts; global part ids follow this order.
-CATEGORY_PARTS: Dict[str, Tuple[str, ...]] = {
-    "airplane": ("fuselage", "wing", "tail", "engine"),
-    "table": ("top", "leg"),
-    "mug": ("body", "handle"),
-    "lamp": ("base", "arm", "shade"),
+#: category -> {part name: global part id}; the ids are those of the ShapeNet
+#: part benchmark (e.g. Airplane 0-3, Lamp 24-27, Mug 36-37, Table 47-49), so
+#: generated shapes and real ones share one label space of 50 parts.
+CATEGORY_PARTS: Dict[str, Dict[str, int]] = {
+    "Airplane": {"body": 0, "wing": 1, "tail": 2, "engine": 3},
+    "Lamp": {"base": 24, "arm": 25, "shade": 26},
+    "Mug": {"handle": 36, "body": 37},
+    "Table": {"top": 47, "leg": 48, "support": 49},
 }
 CATEGORIES: Tuple[str, ...] = tuple(CATEGORY_PARTS)
-
-
-def part_offsets() -> Dict[str, int]:
-    """First global part id of every category."""
-    offsets, total = {}, 0
-    for name, parts in CATEGORY_PARTS.items():
-        offsets[name] = total
-        total += len(parts)
-    return offsets
-
-
-NUM_PARTS = sum(len(p) for p in CATEGORY_PARTS.values())
 
 _Surface = Tuple[np.ndarray, np.ndarray]  # points [n, 3], normals [n, 3]
 
@@ -148,19 +139,19 @@ def _torus_arc(label: int, center, major: float, minor: float, arc: Tuple[float,
     return _Part(label, float(area), sample)
 
 
-def _airplane(rng, o: int) -> List[_Part]:
+def _airplane(rng, ids: Dict[str, int]) -> List[_Part]:
     length = rng.uniform(1.6, 2.4)
     radius = rng.uniform(0.1, 0.18)
     span = rng.uniform(1.4, 2.4)
     chord = rng.uniform(0.25, 0.45)
     wing_x = rng.uniform(-0.15, 0.2)
     thickness = rng.uniform(0.02, 0.05)
-    parts = [_ellipsoid(o + 0, [0, 0, 0], [length / 2, radius, radius]),
-             _box(o + 1, [wing_x, 0, -radius * rng.uniform(0, 0.6)], [chord, span, thickness])]
+    parts = [_ellipsoid(ids["body"], [0, 0, 0], [length / 2, radius, radius]),
+             _box(ids["wing"], [wing_x, 0, -radius * rng.uniform(0, 0.6)], [chord, span, thickness])]
     tail_x = -length / 2 + chord * 0.4
     fin_h = rng.uniform(0.2, 0.4)
-    parts += [_box(o + 2, [tail_x, 0, radius + fin_h / 2 - 0.03], [chord * 0.6, thickness, fin_h]),
-              _box(o + 2, [tail_x, 0, radius * 0.5], [chord * 0.5, span * rng.uniform(0.25, 0.4),
+    parts += [_box(ids["tail"], [tail_x, 0, radius + fin_h / 2 - 0.03], [chord * 0.6, thickness, fin_h]),
+              _box(ids["tail"], [tail_x, 0, radius * 0.5], [chord * 0.5, span * rng.uniform(0.25, 0.4),
                                                       thickness])]
     engines = int(rng.choice([1, 2]))
     e_len, e_rad = rng.uniform(0.25, 0.4), rng.uniform(0.05, 0.09)
@@ -168,57 +159,57 @@ def _airplane(rng, o: int) -> List[_Part]:
         y = span * (0.18 + 0.17 * i)
         for side in (-1, 1):
             base = [wing_x + e_len / 2, side * y, -radius * 0.5 - e_rad - thickness]
-            parts.append(_frustum(o + 3, base, [-1, 0, 0], e_len, e_rad, e_rad * 0.85))
+            parts.append(_frustum(ids["engine"], base, [-1, 0, 0], e_len, e_rad, e_rad * 0.85))
     return parts
 
 
-def _table(rng, o: int) -> List[_Part]:
+def _table(rng, ids: Dict[str, int]) -> List[_Part]:
     w, d = rng.uniform(1.0, 2.0), rng.uniform(0.6, 1.2)
     h = rng.uniform(0.6, 1.1)
     top_t = rng.uniform(0.04, 0.1)
-    parts = [_box(o + 0, [0, 0, h], [w, d, top_t])]
+    parts = [_box(ids["top"], [0, 0, h], [w, d, top_t])]
     if rng.uniform() < 0.7:  # four legs
         leg = rng.uniform(0.05, 0.12)
         inset = rng.uniform(0.02, 0.15)
         for sx in (-1, 1):
             for sy in (-1, 1):
                 c = [sx * (w / 2 - inset - leg / 2), sy * (d / 2 - inset - leg / 2), (h - top_t / 2) / 2]
-                parts.append(_box(o + 1, c, [leg, leg, h - top_t / 2]))
+                parts.append(_box(ids["leg"], c, [leg, leg, h - top_t / 2]))
     else:  # pedestal
         r = rng.uniform(0.06, 0.12)
-        parts.append(_frustum(o + 1, [0, 0, 0.04], [0, 0, 1], h - 0.04, r, r, caps=(False, False)))
-        parts.append(_frustum(o + 1, [0, 0, 0], [0, 0, 1], 0.04, min(w, d) * 0.35, min(w, d) * 0.35))
+        parts.append(_frustum(ids["support"], [0, 0, 0.04], [0, 0, 1], h - 0.04, r, r, caps=(False, False)))
+        parts.append(_frustum(ids["support"], [0, 0, 0], [0, 0, 1], 0.04, min(w, d) * 0.35, min(w, d) * 0.35))
     return parts
 
 
-def _mug(rng, o: int) -> List[_Part]:
+def _mug(rng, ids: Dict[str, int]) -> List[_Part]:
     r, h = rng.uniform(0.3, 0.5), rng.uniform(0.6, 1.2)
     taper = rng.uniform(0.8, 1.15)
-    parts = [_frustum(o + 0, [0, 0, 0], [0, 0, 1], h, r, r * taper, caps=(True, False))]
+    parts = [_frustum(ids["body"], [0, 0, 0], [0, 0, 1], h, r, r * taper, caps=(True, False))]
     major = rng.uniform(0.18, 0.3) * h
     minor = rng.uniform(0.03, 0.06)
     centre = [r * (1 + taper) / 2 + major * 0.55, 0, h * rng.uniform(0.45, 0.6)]
-    parts.append(_torus_arc(o + 1, centre, major, minor, (-np.pi / 2 - 0.3, np.pi / 2 + 0.3),
+    parts.append(_torus_arc(ids["handle"], centre, major, minor, (-np.pi / 2 - 0.3, np.pi / 2 + 0.3),
                             [1.0, 0, 0], [0, 0, 1.0]))
     return parts
 
 
-def _lamp(rng, o: int) -> List[_Part]:
+def _lamp(rng, ids: Dict[str, int]) -> List[_Part]:
     base_r, base_h = rng.uniform(0.2, 0.4), rng.uniform(0.04, 0.12)
     arm_len, arm_r = rng.uniform(0.8, 1.6), rng.uniform(0.02, 0.05)
-    parts = [_frustum(o + 0, [0, 0, 0], [0, 0, 1], base_h, base_r, base_r * rng.uniform(0.6, 1.0))]
+    parts = [_frustum(ids["base"], [0, 0, 0], [0, 0, 1], base_h, base_r, base_r * rng.uniform(0.6, 1.0))]
     tilt = rng.uniform(0, 0.6)
     axis = np.array([np.sin(tilt), 0, np.cos(tilt)])
-    parts.append(_frustum(o + 1, [0, 0, base_h], axis, arm_len, arm_r, arm_r, caps=(False, True)))
+    parts.append(_frustum(ids["arm"], [0, 0, base_h], axis, arm_len, arm_r, arm_r, caps=(False, True)))
     top = np.array([0, 0, base_h]) + axis * arm_len
     shade_h = rng.uniform(0.25, 0.5)
     r_top, r_bottom = rng.uniform(0.08, 0.2), rng.uniform(0.25, 0.45)
-    parts.append(_frustum(o + 2, top + [0, 0, shade_h * 0.3], [0, 0, -1], shade_h, r_top, r_bottom,
+    parts.append(_frustum(ids["shade"], top + [0, 0, shade_h * 0.3], [0, 0, -1], shade_h, r_top, r_bottom,
                           caps=(True, False)))
     return parts
 
 
-_BUILDERS = {"airplane": _airplane, "table": _table, "mug": _mug, "lamp": _lamp}
+_BUILDERS = {"Airplane": _airplane, "Lamp": _lamp, "Mug": _mug, "Table": _table}
 
 
 def sample_shape(category: str, num_points: int, rng: np.random.Generator,
@@ -230,7 +221,7 @@ def sample_shape(category: str, num_points: int, rng: np.random.Generator,
     """
     if category not in _BUILDERS:
         raise ValueError(f"unknown category {category!r}; known: {CATEGORIES}")
-    parts = _BUILDERS[category](rng, part_offsets()[category])
+    parts = _BUILDERS[category](rng, CATEGORY_PARTS[category])
     areas = np.array([p.area for p in parts])
     # over-sample, then thin with a smooth density to make sampling non-uniform
     counts = np.maximum(1, rng.multinomial(2 * num_points, areas / areas.sum()))
@@ -253,27 +244,3 @@ def sample_shape(category: str, num_points: int, rng: np.random.Generator,
     pos /= np.linalg.norm(pos, axis=1).max()
     return {"pos": pos.astype(np.float32), "normal": normal.astype(np.float32),
             "part": label.astype(np.int64)}
-
-
-def generate_part_shapes(num_shapes: int, num_points: int = 1024, seed: int = 0,
-                         categories: Optional[Sequence[str]] = None,
-                         density_noise: float = 0.5) -> list:
-    """A list of :class:`torch_geometric.data.Data` with ``pos`` ``[n, 3]``,
-    ``x`` (normals) ``[n, 3]``, ``y`` (global part id) ``[n]`` and
-    ``category`` ``[1]`` (index into ``categories``), cycling through the
-    categories.  Deterministic in ``seed``."""
-    import torch
-    from torch_geometric.data import Data
-
-    categories = tuple(categories or CATEGORIES)
-    for name in categories:
-        if name not in CATEGORY_PARTS:
-            raise ValueError(f"unknown category {name!r}; known: {CATEGORIES}")
-    rng = np.random.default_rng(seed)
-    shapes = []
-    for i in range(num_shapes):
-        cat = i % len(categories)
-        s = sample_shape(categories[cat], num_points, rng, density_noise)
-        shapes.append(Data(pos=torch.from_numpy(s["pos"]), x=torch.from_numpy(s["normal"]),
-                           y=torch.from_numpy(s["part"]), category=torch.tensor([cat])))
-    return shapes

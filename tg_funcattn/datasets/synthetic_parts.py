@@ -1,0 +1,122 @@
+"""SyntheticParts: generated part segmentation data in the ShapeNet part layout."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .shapenet import SHAPENET_CATEGORIES, ShapeNetPart
+from .shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
+
+
+class SyntheticParts(ShapeNetPart):
+    r"""Procedurally composed shapes with part labels, written to disk in the
+    exact ShapeNet part layout and read back through :class:`ShapeNetPart`, so
+    the real loading code runs without any download.
+
+    Four categories with the ShapeNet category and part ids
+    (:data:`~tg_funcattn.datasets.shapes.CATEGORY_PARTS`): Airplane
+    (body, wing, tail, engines), Lamp (base, arm, shade), Mug (body, handle)
+    and Table (top, legs or a pedestal support).  Every shape has random
+    proportions, a random rotation about the vertical axis, a random number of
+    points (0.6-1.4 x ``num_points``) and a smoothly varying sampling density,
+    so a model needs the global context of a shape (e.g. the fuselage's
+    direction) to label its points.  Generation is deterministic in ``seed``;
+    the files go to ``root/raw_<hash of the settings>`` (written to a temporary
+    folder and renamed when complete).
+
+    Args:
+        root (str): Dataset folder.
+        split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
+            ``"trainval"``. (default: ``"trainval"``)
+        categories (list, optional): Subset of the four categories.
+        num_train, num_val, num_test (int, optional): Shapes per category and
+            split. (default: ``100``, ``15``, ``30``)
+        num_points (int, optional): Mean number of points per shape.
+            (default: ``1024``)
+        seed (int, optional): Random seed. (default: ``0``)
+        include_normals, transform, pre_transform, pre_filter, force_reload:
+            As in :class:`ShapeNetPart`.
+    """
+
+    def __init__(self, root: str, split: str = "trainval",
+                 categories: Optional[Union[str, Sequence[str]]] = None,
+                 num_train: int = 100, num_val: int = 15, num_test: int = 30,
+                 num_points: int = 1024, seed: int = 0, include_normals: bool = True,
+                 transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
+                 pre_filter: Optional[Callable] = None, force_reload: bool = False):
+        if categories is None:
+            categories = list(CATEGORIES)
+        elif isinstance(categories, str):
+            categories = [categories]
+        lookup = {c.lower(): c for c in CATEGORIES}
+        unknown = [c for c in categories if c.lower() not in lookup]
+        if unknown:
+            raise ValueError(f"SyntheticParts has no category {unknown[0]!r}; known: {list(CATEGORIES)}")
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
+                            ("num_points", num_points)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+        self.settings = {"num_train": num_train, "num_val": num_val, "num_test": num_test,
+                         "num_points": num_points, "seed": seed, "generator_version": 1}
+        self._generate(Path(root))
+        super().__init__(root, [lookup[c.lower()] for c in categories], split, include_normals,
+                         transform, pre_transform, pre_filter, force_reload)
+
+    @property
+    def _raw_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
+        return f"raw_{digest}"
+
+    def _find_raw(self, root: Path) -> Path:
+        return root / self._raw_name
+
+    def fingerprint_options(self):
+        return {**super().fingerprint_options(), **self.settings}
+
+    def download(self):  # pragma: no cover - the raw files are generated in __init__
+        raise RuntimeError(f"SyntheticParts generates its files; {self._raw} is incomplete")
+
+    def _generate(self, root: Path) -> None:
+        target = root / self._raw_name
+        if (target / "generator.json").is_file():
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".generating-"))
+        try:
+            rng = np.random.default_rng(self.settings["seed"])
+            n = self.settings["num_points"]
+            lists = {"train": [], "val": [], "test": []}
+            with open(staging / "synsetoffset2category.txt", "w") as f:
+                for name in CATEGORIES:
+                    f.write(f"{name}\t{SHAPENET_CATEGORIES[name]}\n")
+            for name in CATEGORIES:  # all four, so that any category subset reads the same files
+                synset = SHAPENET_CATEGORIES[name]
+                (staging / synset).mkdir()
+                for split in ("train", "val", "test"):
+                    for _ in range(self.settings[f"num_{split}"]):
+                        shape_id = rng.bytes(16).hex()
+                        count = int(rng.integers(int(0.6 * n), int(1.4 * n) + 1))
+                        shape = sample_shape(name, count, rng)
+                        table = np.concatenate([shape["pos"], shape["normal"],
+                                                shape["part"][:, None].astype(np.float32)], axis=1)
+                        np.savetxt(staging / synset / f"{shape_id}.txt", table, fmt="%.6f")
+                        lists[split].append(f"shape_data/{synset}/{shape_id}")
+            (staging / "train_test_split").mkdir()
+            for split, entries in lists.items():
+                order = rng.permutation(len(entries))
+                (staging / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(
+                    json.dumps([entries[i] for i in order]))
+            (staging / "generator.json").write_text(json.dumps(
+                {**self.settings, "categories": {c: CATEGORY_PARTS[c] for c in CATEGORIES}}, indent=1))
+            if target.exists():  # an interrupted earlier run without generator.json
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
