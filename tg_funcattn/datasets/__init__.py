@@ -1,4 +1,12 @@
-"""Datasets: procedurally generated part-labelled shapes (no download)."""
-from .shapes import CATEGORIES, CATEGORY_PARTS, NUM_PARTS, generate_part_shapes, sample_shape
+"""Datasets: ShapeNet part segmentation, RNA surface segmentation, mesh
+regression, and generated datasets that need no download."""
+from ._io import DatasetFormatError
+from .mesh_regression import MeshOperatorRegression, MeshRegression
+from .rna import NUM_RNA_CLASSES, RNASurfaceSegmentation
+from .shapenet import (NUM_SHAPENET_PARTS, SHAPENET_CATEGORIES, SHAPENET_PARTS, ShapeNetPart,
+                       category_part_mask)
+from .synthetic_parts import SyntheticParts
 
-__all__ = ["CATEGORIES", "CATEGORY_PARTS", "NUM_PARTS", "generate_part_shapes", "sample_shape"]
+__all__ = ["ShapeNetPart", "SyntheticParts", "RNASurfaceSegmentation", "MeshRegression",
+           "MeshOperatorRegression", "DatasetFormatError", "SHAPENET_CATEGORIES", "SHAPENET_PARTS",
+           "NUM_SHAPENET_PARTS", "NUM_RNA_CLASSES", "category_part_mask"]

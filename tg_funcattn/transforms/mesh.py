@@ -90,6 +90,10 @@ class SampleMeshPoints(BaseTransform):
     * ``data.sample_face`` ``[P]`` and ``data.sample_bary`` ``[P, 3]`` record
       where each sample lies, to map per-point predictions back to vertices.
     * ``data.face`` is removed.
+    * With ``keep_mesh=True`` the original vertices stay as ``data.mesh_pos``
+      and every vertex attribute ``key`` as ``data.mesh_<key>``, so that
+      per-point predictions can be scored on the original vertices with
+      :func:`transfer_to_vertices`.
 
     Triangles of zero area are never sampled.
 
@@ -97,16 +101,19 @@ class SampleMeshPoints(BaseTransform):
         num_points (int): Number of samples ``P``.
         face_keys (sequence of str, optional): Face attributes to carry over.
             (default: :obj:`()`)
+        keep_mesh (bool, optional): Keep the original vertices and their
+            attributes. (default: :obj:`False`)
         generator (torch.Generator, optional): Source of randomness.
             (default: :obj:`None`, torch's global generator)
     """
 
-    def __init__(self, num_points: int, face_keys: Sequence[str] = (),
+    def __init__(self, num_points: int, face_keys: Sequence[str] = (), keep_mesh: bool = False,
                  generator: Optional[torch.Generator] = None):
         if not isinstance(num_points, int) or num_points < 1:
             raise ValueError(f"'num_points' must be a positive int, got {num_points!r}")
         self.num_points = num_points
         self.face_keys = tuple(face_keys)
+        self.keep_mesh = keep_mesh
         self.generator = generator
 
     def forward(self, data: Data) -> Data:
@@ -144,6 +151,9 @@ class SampleMeshPoints(BaseTransform):
                 out[key] = value[nearest]
         for key in self.face_keys:
             out[key] = data[key][chosen]
+        if self.keep_mesh:
+            out["mesh_pos"] = pos
+            out.update({f"mesh_{key}": data[key] for key in vertex_keys})
         del data.face
         points = (bary.unsqueeze(-1) * pos.double()[corners.t()]).sum(1)
         data.pos = points.to(pos.dtype)
@@ -155,4 +165,17 @@ class SampleMeshPoints(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.num_points})"
+        return f"{self.__class__.__name__}({self.num_points}, keep_mesh={self.keep_mesh})"
+
+
+def transfer_to_vertices(values: Tensor, point_pos: Tensor, vertex_pos: Tensor,
+                         chunk: int = 4096) -> Tensor:
+    """Per-point ``values [P, ...]`` carried to every vertex ``[N, ...]`` by its
+    nearest point (the protocol for scoring point-cloud predictions on the
+    original mesh, e.g. RNA surface segmentation)."""
+    if values.shape[0] != point_pos.shape[0]:
+        raise ValueError(f"'values' has {values.shape[0]} rows but there are "
+                         f"{point_pos.shape[0]} points")
+    nearest = torch.cat([torch.cdist(vertex_pos[i:i + chunk].float(), point_pos.float()).argmin(1)
+                         for i in range(0, vertex_pos.shape[0], chunk)])
+    return values[nearest]
