@@ -5,10 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-
-from tg_funcattn.datasets import CATEGORY_PARTS, NUM_PARTS, generate_part_shapes, sample_shape
 from tg_funcattn.datasets import shapes as S
+from tg_funcattn.datasets.shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,40 +42,34 @@ def test_box_faces_are_sampled_by_area():
     np.testing.assert_allclose(fraction, areas / areas.sum(), atol=0.01)
 
 
-def test_generated_shapes_are_deterministic_and_labelled_per_category():
-    a = generate_part_shapes(8, 256, seed=3)
-    b = generate_part_shapes(8, 256, seed=3)
-    c = generate_part_shapes(8, 256, seed=4)
-    assert all(torch.equal(x.pos, y.pos) and torch.equal(x.y, y.y) for x, y in zip(a, b))
-    assert not torch.equal(a[0].pos, c[0].pos)
-    offsets = S.part_offsets()
-    for data in a:
-        name = S.CATEGORIES[int(data.category)]
-        lo, hi = offsets[name], offsets[name] + len(CATEGORY_PARTS[name])
-        assert data.pos.shape == (256, 3) and data.x.shape == (256, 3)
-        assert data.y.min() >= lo and data.y.max() < hi
-        assert len(data.y.unique()) == hi - lo  # every part is present
-        torch.testing.assert_close(data.pos.norm(dim=1).max(), torch.tensor(1.0))
-        torch.testing.assert_close(data.x.norm(dim=1), torch.ones(256))
-    assert NUM_PARTS == 11
+def test_sampled_shapes_are_deterministic_and_labelled_per_category():
+    for name in CATEGORIES:
+        a = sample_shape(name, 300, np.random.default_rng(3))
+        b = sample_shape(name, 300, np.random.default_rng(3))
+        c = sample_shape(name, 300, np.random.default_rng(4))
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+        assert not np.array_equal(a["pos"], c["pos"])
+        assert a["pos"].shape == a["normal"].shape == (300, 3)
+        assert set(np.unique(a["part"])) <= set(CATEGORY_PARTS[name].values())
+        assert len(np.unique(a["part"])) >= 2
+        np.testing.assert_allclose(np.linalg.norm(a["pos"], axis=1).max(), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(a["normal"], axis=1), 1.0, rtol=1e-5)
 
 
 def test_unknown_category():
-    with pytest.raises(ValueError, match="unknown category 'chair'"):
-        sample_shape("chair", 10, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="unknown category 'chair'"):
-        generate_part_shapes(2, categories=["mug", "chair"])
+    with pytest.raises(ValueError, match="unknown category 'Chair'"):
+        sample_shape("Chair", 10, np.random.default_rng(0))
 
 
 @pytest.mark.slow
-def test_quickstart_runs_and_reports_accuracy():
+def test_quickstart_runs_and_reports_metrics(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--epochs", "2",
-           "--train-shapes", "32", "--test-shapes", "8", "--points", "128", "--device", "cpu"]
+           "--shapes", "8", "--points", "128", "--device", "cpu", "--root", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     losses = [float(line.split()[3]) for line in lines if line.startswith("epoch")]
     assert len(losses) == 2 and losses[1] < losses[0]
     result = json.loads(lines[-1])
-    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["instance_miou"] <= 1.0
     assert result["epochs"] == 2
