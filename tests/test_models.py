@@ -128,3 +128,14 @@ def test_net_learns_a_toy_task():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_net_returns_maps_per_block():
+    net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4)
+    pos = torch.rand(30, 3)
+    batch = _batch([10, 20])
+    out, maps = net(None, pos, batch, return_maps=True)
+    torch.testing.assert_close(out, net(None, pos, batch))
+    assert len(maps) == 2
+    for bases, fmap in maps:
+        assert bases.shape == (30, 2, 4) and fmap.shape == (2, 2, 4, 4)

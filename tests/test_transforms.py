@@ -199,6 +199,15 @@ def test_sample_mesh_points_masses_positions_and_attributes():
     assert torch.all(out.sample_bary >= 0)
 
 
+def test_sample_mesh_points_carries_an_eigenbasis():
+    data = LaplacianEigenbasis(6)(sphere_data(3))
+    torch.manual_seed(0)
+    out = SampleMeshPoints(20000)(data.clone())
+    assert out.evecs.shape == (20000, 6) and torch.equal(out.evals, data.evals)
+    gram = out.evecs.double().T @ (out.mass.double()[:, None] * out.evecs.double())
+    assert (gram - torch.eye(6, dtype=torch.float64)).abs().max() < 0.05  # Monte-Carlo quadrature
+
+
 def test_sample_mesh_points_errors():
     with pytest.raises(ValueError, match="needs 'data.face'"):
         SampleMeshPoints(10)(Data(pos=torch.rand(5, 3)))

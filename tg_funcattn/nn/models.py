@@ -112,10 +112,16 @@ class FuncAttnBlock(Module):
 
     def forward(self, x: Tensor, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None, *,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
-                edge_index: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
-        """Runs the block; ``pos`` or ``edge_index`` is needed only with a local branch."""
+                edge_index: Optional[Tensor] = None, batch_size: Optional[int] = None,
+                return_maps: bool = False):
+        """Runs the block; ``pos`` or ``edge_index`` is needed only with a local
+        branch.  With ``return_maps=True`` also returns the attention's bases
+        and functional maps (see :class:`FunctionalAttention`)."""
         h = self.norm1(x)
-        out = x + self.attn(h, batch, mass=mass, basis=basis, batch_size=batch_size)
+        attn = self.attn(h, batch, mass=mass, basis=basis, batch_size=batch_size,
+                         return_maps=return_maps)
+        attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
+        out = x + attn
         if self.local is not None:
             if edge_index is None:
                 if pos is None:
@@ -127,7 +133,8 @@ class FuncAttnBlock(Module):
                 out = out + self.local(h, pos, edge_index)
             else:
                 out = out + self.local(h, edge_index)
-        return out + self.mlp(self.norm2(out))
+        out = out + self.mlp(self.norm2(out))
+        return (out, *maps) if return_maps else out
 
     def __repr__(self) -> str:
         local = None if self.local is None else type(self.local).__name__
@@ -222,8 +229,11 @@ class FuncAttnNet(Module):
 
     def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None, *,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
-                category: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
-        """Runs the network (see the class docstring for shapes)."""
+                category: Optional[Tensor] = None, batch_size: Optional[int] = None,
+                return_maps: bool = False):
+        """Runs the network (see the class docstring for shapes).  With
+        ``return_maps=True`` also returns, per block, the pair (bases
+        ``[N, heads, k]``, functional maps ``[B, heads, k, k]``)."""
         inputs = []
         if self.in_channels > 0:
             if x is None:
@@ -267,13 +277,18 @@ class FuncAttnNet(Module):
         edge_index = None
         if self.blocks[0].local is not None:
             edge_index = knn_graph(pos, self.k, batch)
+        maps = []
         for block in self.blocks:
             h = block(h, pos, batch, mass=mass, basis=basis, edge_index=edge_index,
-                      batch_size=seg.num_graphs)
+                      batch_size=seg.num_graphs, return_maps=return_maps)
+            if return_maps:
+                h, bases, fmap = h
+                maps.append((bases, fmap))
         h = self.norm(h)
         if self.task == "graph":
             h = _weighted_mean(h, mass, seg)
-        return self.head(h)
+        out = self.head(h)
+        return (out, maps) if return_maps else out
 
     def __repr__(self) -> str:
         attn = self.blocks[0].attn

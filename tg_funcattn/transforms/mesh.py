@@ -22,10 +22,6 @@ def _mesh(data: Data, who: str):
     face = data.face if "face" in data else None
     if face is not None and (face.dim() != 2 or face.shape[0] != 3):
         raise ValueError(f"{who}: 'data.face' must have shape [3, num_faces], got {tuple(face.shape)}")
-    present = [k for k in _SPECTRAL if k in data]
-    if present:
-        raise ValueError(f"{who}: data already has {present}, computed for the old geometry; "
-                         "apply LaplacianEigenbasis after this transform")
     return data.pos, face
 
 
@@ -49,6 +45,10 @@ class NormalizeMesh(BaseTransform):
 
     def forward(self, data: Data) -> Data:
         pos, face = _mesh(data, "NormalizeMesh")
+        present = [k for k in _SPECTRAL if k in data]
+        if present:
+            raise ValueError(f"NormalizeMesh: data already has {present}, computed for the old "
+                             "geometry; apply LaplacianEigenbasis after this transform")
         p = pos.double()
         if face is None:
             if self.mode == "area":
@@ -89,6 +89,10 @@ class SampleMeshPoints(BaseTransform):
     * Face attributes named in ``face_keys``: the value of the sampled face.
     * ``data.sample_face`` ``[P]`` and ``data.sample_bary`` ``[P, 3]`` record
       where each sample lies, to map per-point predictions back to vertices.
+    * An eigenbasis ``data.evecs`` (from :class:`LaplacianEigenbasis` on the
+      mesh) is interpolated like any vertex attribute; with the new masses it
+      is orthonormal up to the Monte-Carlo quadrature error (about
+      :math:`1/\sqrt{P}`), which ``basis="laplacian_init"`` re-orthonormalises.
     * ``data.face`` is removed.
     * With ``keep_mesh=True`` the original vertices stay as ``data.mesh_pos``
       and every vertex attribute ``key`` as ``data.mesh_<key>``, so that
@@ -138,7 +142,7 @@ class SampleMeshPoints(BaseTransform):
         corners = face[:, chosen]  # [3, P]
         nearest = corners.gather(0, bary.argmax(1).unsqueeze(0)).squeeze(0)
 
-        vertex_keys = [k for k in data.keys() if k not in ("pos", "face") and k not in self.face_keys
+        vertex_keys = [k for k in data.keys() if k not in ("pos", "face", "mass") and k not in self.face_keys
                        and isinstance(data[k], Tensor) and data[k].dim() > 0
                        and data[k].shape[0] == num_vertices]
         out = {}
