@@ -1,0 +1,214 @@
+"""Smoke runs of the examples and the tg-funcattn command on tiny data."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("lightning", reason="training needs the 'train' extra")
+pytest.importorskip("trimesh", reason="the generated data needs the 'mesh' extra")
+
+from tg_funcattn.cli import build_parser, main  # noqa: E402
+from tg_funcattn.training.run import load_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SEG = ["--shapes", "4", "--points", "96", "--max-epochs", "4", "--batch-size", "4",
+            "--no-progress", "--num-pictures", "1", "--lr", "5e-3"]
+TINY_REG = ["--levels", "1,2", "--num-shapes", "10", "--max-epochs", "6", "--batch-size", "4",
+            "--no-progress", "--num-pictures", "1", "--lr", "5e-3"]
+
+
+def rendering():
+    try:
+        from tg_funcattn.viz import rendering_available
+    except ImportError:
+        return False, "the 'viz' extra is not installed"
+    return rendering_available() if _has("open3d") else (False, "open3d is not installed")
+
+
+def _has(name):
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
+def epoch_losses(out: Path, key: str):
+    with open(out / "logs" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    return [float(r[key]) for r in rows]
+
+
+def run_example(script, args, cwd):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args],
+                            capture_output=True, text=True, timeout=900, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def segmentation_run(tmp_path_factory):
+    """One short training run of examples/segmentation.py, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("segmentation")
+    out = tmp / "run"
+    summary = run_example("segmentation.py", TINY_SEG + ["--root", str(tmp / "data"), "--out", str(out)],
+                          cwd=tmp)
+    return tmp, out, summary
+
+
+def test_segmentation_example_writes_metrics_checkpoints_logs(segmentation_run):
+    tmp, out, summary = segmentation_run
+    assert set(summary) >= {"accuracy", "instance_miou", "class_miou", "wall_seconds"}
+    assert 0 <= summary["instance_miou"] <= 1
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["metrics"] == summary and written["config"]["dataset"] == "synthetic"
+    assert written["data"]["shapes"] == 4 and written["net"]["hidden_channels"] == 64
+    for name in ("best.ckpt", "last.ckpt"):
+        assert (out / "checkpoints" / name).stat().st_size > 10_000
+    losses = epoch_losses(out, "train_loss")
+    assert len(losses) == 4 and losses[-1] < losses[0]  # the loss decreases
+    assert (out / "logs" / "tensorboard").is_dir() or not _has("tensorboard")
+
+
+def test_segmentation_example_pictures(segmentation_run):
+    _, out, _ = segmentation_run
+    for name in ("curves.png", "functional_maps.png"):  # matplotlib only
+        assert (out / name).stat().st_size > 1000
+    ok, reason = rendering()
+    if not ok:
+        pytest.skip(f"3D rendering unavailable: {reason}")
+    for name in ("prediction_0.png", "bases.png"):
+        assert (out / name).stat().st_size > 5000
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(segmentation_run, tmp_path):
+    from torch_geometric.data import Batch
+
+    from tg_funcattn.datasets import SyntheticParts
+
+    tmp, out, _ = segmentation_run
+    task, kind = load_task(out / "checkpoints" / "last.ckpt")
+    assert kind == "segmentation" and task.hparams.data["dataset"] == "synthetic"
+    data = SyntheticParts(tmp / "data", "test", num_train=4, num_val=1, num_test=1, num_points=96)
+    batch = Batch.from_data_list(list(data))
+    task.eval()
+    with torch.no_grad():
+        before = task(batch)
+    path = tmp_path / "copy.ckpt"
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    again, _ = load_task(path)
+    again.eval()
+    with torch.no_grad():
+        assert torch.equal(again(batch), before)
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # no pickle needed
+    assert "hyper_parameters" in raw
+
+
+def test_evaluate_reproduces_the_test_metrics(segmentation_run, tmp_path):
+    tmp, out, summary = segmentation_run
+    code = main(["evaluate", "segmentation", "--ckpt", str(out / "checkpoints" / "best.ckpt"),
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    for key in ("accuracy", "instance_miou", "class_miou"):
+        assert evaluated[key] == pytest.approx(summary[key], abs=1e-5)
+
+
+def test_resume_from_a_checkpoint(segmentation_run, tmp_path):
+    tmp, out, _ = segmentation_run
+    resumed = tmp_path / "resumed"
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "5", "--root", str(tmp / "data"),
+          "--ckpt", str(out / "checkpoints" / "last.ckpt"), "--out", str(resumed), "--no-viz"])
+    with open(resumed / "logs" / "metrics.csv") as f:
+        epochs = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("train_loss")})
+    assert epochs == [4]  # only the fifth epoch was trained
+
+
+def test_visualize_command(segmentation_run, tmp_path):
+    ok, reason = rendering()
+    if not ok:
+        pytest.skip(f"3D rendering unavailable: {reason}")
+    _, out, _ = segmentation_run
+    main(["visualize", "--ckpt", str(out / "checkpoints" / "best.ckpt"), "--out", str(tmp_path),
+          "--num-pictures", "1"])
+    assert (tmp_path / "prediction_0.png").stat().st_size > 5000
+    assert (tmp_path / "bases.png").stat().st_size > 5000
+
+
+def test_regression_example_reports_every_resolution(tmp_path):
+    summary = run_example("mesh_regression.py",
+                          TINY_REG + ["--root", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
+                          cwd=tmp_path)
+    assert set(summary["rel_l2"]) == {"level_1", "level_2"}
+    assert all(0 < v < 2 for v in summary["rel_l2"].values())
+    losses = epoch_losses(tmp_path / "run", "train_rel_l2")
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "run" / "functional_maps.png").stat().st_size > 1000
+
+
+def test_regression_on_user_mesh_data(tmp_path):
+    import shutil
+
+    root = tmp_path / "meshes"
+    shutil.copytree(ROOT / "datasets" / "mesh_regression" / "sample", root)
+    (root / "train.txt").write_text("sphere\n")
+    (root / "test.txt").write_text("sphere\n")
+    main(["train", "regression", "--dataset", "mesh", "--root", str(root), "--max-epochs", "2",
+          "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert set(metrics["rel_l2"]) == {"test"}
+
+
+@pytest.mark.parametrize("basis", ["laplacian", "laplacian_init"])
+def test_laplacian_bases_train(tmp_path, basis):
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--basis", basis, "--num-bases", "8",
+          "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
+    assert list((tmp_path / "data" / "eigen_cache").rglob("*.npz"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["net"]["basis"] == basis
+
+
+def test_rna_sample_trains_and_scores_vertices(tmp_path):
+    import shutil
+
+    root = tmp_path / "rna"
+    shutil.copytree(ROOT / "datasets" / "rna_surface_segmentation" / "sample", root)
+    main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
+          "--max-epochs", "2", "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert set(metrics) == {"accuracy", "wall_seconds"} and 0 <= metrics["accuracy"] <= 1
+
+
+def test_precompute_fills_the_cache(tmp_path):
+    main(["precompute", "--dataset", "synthetic", "--root", str(tmp_path), "--num-bases", "4",
+          "--shapes", "2", "--points", "64"])
+    assert len(list((tmp_path / "eigen_cache").rglob("*.npz"))) == 4 * (2 + 1 + 1)
+
+
+def test_distributed_data_parallel_on_two_cpu_processes(tmp_path):
+    summary = run_example("segmentation.py", TINY_SEG + [
+        "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max-epochs", "2",
+        "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"], cwd=tmp_path)
+    assert 0 <= summary["instance_miou"] <= 1
+
+
+def test_help_texts():
+    parser = build_parser()
+    for argv in (["--help"], ["train", "--help"], ["train", "segmentation", "--help"],
+                 ["evaluate", "regression", "--help"], ["visualize", "--help"], ["precompute", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(argv)
+        assert exit_info.value.code == 0
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "segmentation" in text and "regression" in text
+    entry = subprocess.run([sys.executable, "-m", "tg_funcattn.cli", "train", "segmentation", "--help"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert entry.returncode == 0 and "--basis" in entry.stdout and "--precision" in entry.stdout

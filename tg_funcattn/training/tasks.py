@@ -1,0 +1,195 @@
+"""Lightning modules for segmentation and regression with :class:`FuncAttnNet`.
+
+Hyper-parameters are plain dicts, lists and numbers, so checkpoints load with
+``weights_only=True``.  Per-shape scores are gathered across processes before
+they are averaged (under DDP the distributed sampler may repeat a few shapes
+of an uneven validation split; tests run on one device).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..metrics import restrict_to_category, shape_iou
+from ..nn import FuncAttnNet
+from ..transforms.mesh import transfer_to_vertices
+
+
+class _FuncAttnTask(L.LightningModule):
+    """Model construction, inputs from a PyG batch, optimiser and schedule."""
+
+    def __init__(self, net: Dict, lr: float, weight_decay: float):
+        super().__init__()
+        self.model = FuncAttnNet(**net)
+        self._scores: Dict[str, List[Tensor]] = {}
+
+    def forward(self, data, return_maps: bool = False):
+        model = self.model
+        uses_basis = model.blocks[0].attn.basis != "learned"
+        return model(data.x if model.in_channels > 0 else None, data.pos, data.batch,
+                     mass=data.mass if "mass" in data else None,
+                     basis=data.evecs if uses_basis else None,
+                     category=data.category.view(-1) if model.num_categories else None,
+                     batch_size=data.num_graphs, return_maps=return_maps)
+
+    def configure_optimizers(self):
+        """AdamW with a linear warm-up over 10% of the steps, then cosine decay.
+        The schedule is a function of the trainer's current total, so resuming
+        with a larger ``max_epochs`` stretches it instead of failing."""
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, total // 10)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _store(self, stage: str, rows: Tensor) -> None:
+        self._scores.setdefault(stage, []).append(rows.detach().float().cpu())
+
+    def _gathered(self, stage: str) -> Tensor:
+        rows = torch.cat(self._scores.pop(stage, []) or [torch.zeros(0, 4)])
+        gathered = self.all_gather(rows.to(self.device))
+        return gathered.reshape(-1, rows.shape[1]).cpu() if gathered.dim() == 3 else rows
+
+    def on_validation_epoch_end(self):
+        self._log_scores("val")
+
+    def on_test_epoch_end(self):
+        self._log_scores("test")
+
+
+class SegmentationTask(_FuncAttnTask):
+    r"""Per-node classification: part segmentation (mIoU over the parts of
+    each shape's category) or plain segmentation (accuracy, on the original
+    mesh vertices when the data carries ``mesh_pos``/``mesh_y``).
+
+    Args:
+        net (dict): Keyword arguments of :class:`~tg_funcattn.nn.FuncAttnNet`.
+        part_mask (list, optional): ``[categories][parts]`` booleans for part
+            segmentation; ``None`` for plain segmentation.
+        category_names (list, optional): Names for per-category results.
+        lr (float, optional): Peak learning rate (warm-up, then cosine decay).
+            (default: ``2e-3``)
+        weight_decay (float, optional): AdamW weight decay. (default: ``1e-4``)
+        data (dict, optional): The data settings, kept in the checkpoint so
+            evaluation rebuilds the same data.
+    """
+
+    def __init__(self, net: Dict, part_mask: Optional[List[List[bool]]] = None,
+                 category_names: Optional[List[str]] = None, lr: float = 2e-3,
+                 weight_decay: float = 1e-4, data: Optional[Dict] = None):
+        super().__init__(net, lr, weight_decay)
+        self.save_hyperparameters()
+        mask = torch.tensor(part_mask, dtype=torch.bool) if part_mask is not None else None
+        self.register_buffer("part_mask", mask, persistent=False)
+
+    def training_step(self, data, batch_idx):
+        loss = F.cross_entropy(self(data), data.y)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True,
+                 batch_size=data.num_graphs, sync_dist=True)
+        return loss
+
+    def predict_labels(self, data, logits: Optional[Tensor] = None) -> Tensor:
+        logits = self(data) if logits is None else logits
+        if self.part_mask is None:
+            return logits.argmax(-1)
+        return restrict_to_category(logits, data.category.view(-1), self.part_mask, data.batch)
+
+    def _evaluate(self, data, stage: str):
+        logits = self(data)
+        loss = F.cross_entropy(logits, data.y)
+        self.log(f"{stage}_loss", loss, prog_bar=stage == "val", on_epoch=True,
+                 batch_size=data.num_graphs, sync_dist=True)
+        pred = self.predict_labels(data, logits)
+        rows = []  # (category, iou, correct, count) per shape
+        for g in range(data.num_graphs):
+            nodes = data.batch == g
+            p, t = pred[nodes], data.y[nodes]
+            if "mesh_pos" in data:  # score on every original vertex of the mesh
+                example = data.get_example(g)
+                p = transfer_to_vertices(p, example.pos, example.mesh_pos)
+                t = example.mesh_y
+            if self.part_mask is not None:
+                c = int(data.category.view(-1)[g])
+                iou = shape_iou(p, t, self.part_mask[c].nonzero().view(-1).tolist())
+            else:
+                c, iou = 0, float("nan")
+            rows.append([c, iou, float((p == t).sum()), float(t.numel())])
+        self._store(stage, torch.tensor(rows))
+
+    def validation_step(self, data, batch_idx):
+        self._evaluate(data, "val")
+
+    def test_step(self, data, batch_idx):
+        self._evaluate(data, "test")
+
+    def _log_scores(self, stage: str) -> None:
+        rows = self._gathered(stage)
+        if rows.numel() == 0:
+            return
+        # every process holds the same gathered rows: sync_dist averages equal values
+        self.log(f"{stage}_accuracy", rows[:, 2].sum() / rows[:, 3].sum(), prog_bar=True, sync_dist=True)
+        if self.part_mask is not None:
+            categories = rows[:, 0].long()
+            per_category = [rows[categories == c, 1].mean() for c in categories.unique()]
+            self.log(f"{stage}_instance_miou", rows[:, 1].mean(), prog_bar=True, sync_dist=True)
+            self.log(f"{stage}_class_miou", torch.stack(per_category).mean(), prog_bar=True,
+                     sync_dist=True)
+
+
+class RegressionTask(_FuncAttnTask):
+    r"""Per-node regression trained and scored with the relative L2 error per
+    shape, :math:`\|\hat y - y\| / \|y\|`, averaged over shapes (the neural
+    operator convention).
+
+    Args:
+        net (dict): Keyword arguments of :class:`~tg_funcattn.nn.FuncAttnNet`.
+        lr, weight_decay, data: As in :class:`SegmentationTask`.
+    """
+
+    def __init__(self, net: Dict, lr: float = 2e-3, weight_decay: float = 1e-4,
+                 data: Optional[Dict] = None):
+        super().__init__(net, lr, weight_decay)
+        self.save_hyperparameters()
+
+    def _relative_l2(self, data, pred: Tensor) -> Tensor:
+        if "y" not in data or data.y.shape[0] != data.num_nodes:
+            raise ValueError("RegressionTask needs per-vertex targets 'y' [N, ...]")
+        target = data.y.view(data.num_nodes, -1).to(pred.dtype)
+        size = data.num_graphs
+        error = torch.zeros(size, device=pred.device).index_add(0, data.batch, (pred - target).square().sum(1))
+        norm = torch.zeros(size, device=pred.device).index_add(0, data.batch, target.square().sum(1))
+        return error.sqrt() / norm.sqrt().clamp_min(1e-12)
+
+    def training_step(self, data, batch_idx):
+        loss = self._relative_l2(data, self(data)).mean()
+        self.log("train_rel_l2", loss, prog_bar=True, on_step=False, on_epoch=True,
+                 batch_size=data.num_graphs, sync_dist=True)
+        return loss
+
+    def _evaluate(self, data, stage: str):
+        rel = self._relative_l2(data, self(data))
+        self._store(stage, torch.stack([torch.zeros_like(rel), rel, rel, torch.ones_like(rel)], 1))
+
+    def validation_step(self, data, batch_idx):
+        self._evaluate(data, "val")
+
+    def test_step(self, data, batch_idx):
+        self._evaluate(data, "test")
+
+    def _log_scores(self, stage: str) -> None:
+        rows = self._gathered(stage)
+        if rows.numel():
+            self.log(f"{stage}_rel_l2", rows[:, 1].mean(), prog_bar=True, sync_dist=True)
