@@ -87,9 +87,11 @@ def _geometry(o3d, pos: np.ndarray, colors: np.ndarray, face: Optional[np.ndarra
     return cloud
 
 
-def _surface_samples(pos: np.ndarray, colors: np.ndarray, face: np.ndarray, count: int):
-    """Dense area-uniform samples of a mesh, each coloured like its nearest
-    triangle corner (deterministic)."""
+def _surface_samples(pos: np.ndarray, colors: np.ndarray, face: np.ndarray, count: int,
+                     smooth: bool):
+    """Dense area-uniform samples of a mesh (deterministic), coloured by
+    barycentric interpolation (``smooth``, for fields) or like the nearest
+    triangle corner (for labels)."""
     a, b, c = pos[face[0]], pos[face[1]], pos[face[2]]
     area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
     if not area.sum() > 0:
@@ -99,21 +101,26 @@ def _surface_samples(pos: np.ndarray, colors: np.ndarray, face: np.ndarray, coun
     r1, r2 = np.sqrt(rng.uniform(size=count)), rng.uniform(size=count)
     bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], 1)
     points = (bary[:, :, None] * np.stack([a, b, c], 1)[chosen]).sum(1)
-    corner = face.T[chosen, bary.argmax(1)]
-    return np.concatenate([pos, points]), np.concatenate([colors, colors[corner]])
+    if smooth:
+        sampled = (bary[:, :, None] * colors[face.T[chosen]]).sum(1)
+    else:
+        sampled = colors[face.T[chosen, bary.argmax(1)]]
+    return np.concatenate([pos, points]), np.concatenate([colors, sampled])
 
 
-def _render(pos: np.ndarray, colors: np.ndarray, face: Optional[np.ndarray]) -> np.ndarray:
+def _render(pos: np.ndarray, colors: np.ndarray, face: Optional[np.ndarray],
+            smooth: bool = False) -> np.ndarray:
     """One view as an image.  Meshes are drawn as dense surface samples: the
     software rasteriser compiles its triangle pipeline for minutes on first
     use, its point pipeline in seconds."""
     o3d = _require_rendering()
     renderer = _renderer()
-    if face is not None:
-        pos, colors = _surface_samples(pos, colors, face, int(np.clip(16 * len(pos), 60000, 300000)))
     material = o3d.visualization.rendering.MaterialRecord()
     material.shader = "defaultUnlit"
     material.point_size = 4.0 if len(pos) < 5000 else 2.5
+    if face is not None:  # samples big and dense enough to hide the back of the surface
+        pos, colors = _surface_samples(pos, colors, face, 60000, smooth)
+        material.point_size = 6.0
     renderer.scene.clear_geometry()
     renderer.scene.add_geometry("shape", _geometry(o3d, pos, colors, None), material)
     centre = (pos.max(0) + pos.min(0)) / 2
@@ -176,7 +183,8 @@ def render_fields(pos, fields, path, face=None, titles: Optional[Sequence[str]] 
     for j in range(fields.shape[1]):
         f = fields[:, j]
         span = f.max() - f.min()
-        images.append(_render(pos, colormap((f - f.min()) / (span if span > 0 else 1.0))[:, :3], face))
+        images.append(_render(pos, colormap((f - f.min()) / (span if span > 0 else 1.0))[:, :3], face,
+                              smooth=True))
     titles = titles or [f"field {j}" for j in range(fields.shape[1])]
     return _save_panels(images, titles, path, title)
 
