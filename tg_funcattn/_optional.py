@@ -14,6 +14,7 @@ _PACKAGES = {
     "matplotlib": ("matplotlib", "viz"),
     "lightning": ("lightning", "train"),
     "torch_scatter": ("torch-scatter", "scatter"),
+    "triton": ("triton", "triton"),
 }
 
 

@@ -1,6 +1,7 @@
 r"""The functional attention layer."""
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Optional, Tuple, Union
 
@@ -10,7 +11,7 @@ from torch import Tensor
 from torch.nn import Linear, Parameter
 
 from .._validation import check_finite, check_mass, check_tensor, segments, tracing
-from ..ops.segment import segment_matmul_nn, segment_matmul_tn
+from ..ops.segment import segment_matmul_nn, segment_matmul_tn, segment_sum
 
 BASIS_KINDS = ("learned", "laplacian", "laplacian_init")
 SOLVES = ("auto", "primal", "dual")
@@ -194,7 +195,8 @@ class FunctionalAttention(torch.nn.Module):
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None, *, mass: Optional[Tensor] = None,
                 basis: Optional[Tensor] = None, batch_size: Optional[int] = None,
-                return_maps: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
+                return_maps: bool = False,
+                chunk_size: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
         r"""Runs the layer.
 
         Args:
@@ -214,6 +216,13 @@ class FunctionalAttention(torch.nn.Module):
             return_maps (bool, optional): Also return the bases
                 ``[N, heads, num_bases]`` and the functional maps
                 ``C`` ``[B, heads, num_bases, num_bases]``. (default: ``False``)
+            chunk_size (int, optional): Stream over the nodes in chunks of
+                this many: the analysis sums are accumulated chunk by chunk
+                and the basis is recomputed for the synthesis, so the
+                ``[N, heads, num_bases]`` basis is never held at once
+                (memory ``O(N channels + chunk_size heads num_bases)``).
+                With autograd every chunk is checkpointed.  Same result up
+                to round-off; eager mode only. (default: ``None``, one pass)
         """
         check_tensor(x, "x", ndim=2, floating=True)
         num_nodes = x.shape[0]
@@ -234,45 +243,152 @@ class FunctionalAttention(torch.nn.Module):
         psi = self._check_basis(basis, num_nodes, x.device)
 
         H, d, k = self.heads, self.head_channels, self.num_bases
-        value = self.lin_value(x)
-        dtype = value.dtype  # the compute dtype (lower under autocast)
+        dtype = _compute_dtype(x)  # lower under autocast
         weight = self._node_weights(mass, seg, num_nodes, dtype)
-
-        if self.basis == "laplacian":
-            # Basis shared by the heads: fold the heads into the columns of one product.
-            phi = psi.to(dtype).unsqueeze(0)  # [1, N, k]
-            coef = segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), seg.ptr)
-            coef = coef.view(-1, k, H, d).transpose(1, 2)  # [B, H, k, d]
+        if chunk_size is not None:
+            if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+                raise ValueError(f"'chunk_size' must be a positive int, got {chunk_size!r}")
+            if tracing():
+                raise RuntimeError("'chunk_size' streams over the nodes in Python; "
+                                   "it is not supported under torch.compile")
+        if chunk_size is None or chunk_size >= num_nodes:
+            # one pass: the basis of the analysis is reused by the synthesis
+            phi, value = self._basis(x, psi, dtype)
+            sums = self._analysis(phi, value, weight, seg.ptr)
+            coef, r_inv = self._coefficients(sums)
+            out_coef, fmap = self._map(coef, return_maps)
+            mat = self._synthesis_matrix(out_coef, r_inv, dtype)
+            out = self.lin_out(self._synthesis(phi, mat, seg.ptr))
+            if return_maps:
+                bases = phi if r_inv is None else segment_matmul_nn(phi, r_inv.to(dtype), seg.ptr)
         else:
-            u = self.lin_basis_in(x).view(num_nodes, H, d).transpose(0, 1)  # [H, N, d]
-            value = value.view(num_nodes, H, d).transpose(0, 1)
-            if self.basis == "learned":
-                # W_b u / tau with 1/tau folded into the small weight, not the [H, N, k] logits
-                scale = self.temperature.clamp(0.1, 5.0).reciprocal().view(H, 1, 1)
-                logits = self._head_linear(u, scale).to(torch.promote_types(dtype, torch.float32))
-                phi = torch.softmax(logits, dim=-1).to(dtype)
-                w = weight.view(1, num_nodes, 1).expand(H, num_nodes, 1)
-                both = segment_matmul_tn(phi, torch.cat([value * w, w], dim=-1), seg.ptr)
-                coef = both[..., :d] / (both[..., d:] + PARTITION_EPS)
-            else:  # laplacian_init
-                phi = self._orthonormalise(psi.to(dtype) + self._head_linear(u), weight, seg)
-                coef = segment_matmul_tn(phi, value * weight.view(1, -1, 1), seg.ptr)
-
-        out_coef, fmap = _functional_map(
-            self.lin_q(coef), self.lin_k(coef), self.lin_v(coef), self.ridge,
-            self._resolve_solve(), return_maps)
-        out_coef = out_coef.to(dtype)
-
-        if self.basis == "laplacian":
-            out = segment_matmul_nn(phi, out_coef.transpose(1, 2).reshape(-1, 1, k, H * d), seg.ptr)
-            out = out.view(num_nodes, self.channels)
-        else:
-            out = segment_matmul_nn(phi, out_coef, seg.ptr).transpose(0, 1).reshape(num_nodes, self.channels)
-        out = F.dropout(self.lin_out(out), p=self.dropout, training=self.training)
+            out, fmap, bases = self._forward_chunked(x, psi, weight, seg, chunk_size, dtype,
+                                                     return_maps)
+        out = F.dropout(out, p=self.dropout, training=self.training)
         if not return_maps:
             return out
-        bases = phi.transpose(0, 1).expand(num_nodes, H, k)
-        return out, bases, fmap
+        return out, bases.transpose(0, 1).expand(num_nodes, H, k), fmap
+
+    # The layer in steps, each on a contiguous range of nodes (the whole input,
+    # or one chunk of it with ``ptr`` local to the chunk).
+
+    def _basis(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """Basis values ``phi [H or 1, n, k]`` (before re-orthonormalisation for
+        ``laplacian_init``) and the projected values ``[n, channels]``."""
+        value = self.lin_value(x)
+        if self.basis == "laplacian":  # one basis shared by the heads
+            return psi.to(dtype).unsqueeze(0), value
+        n, H, d = x.shape[0], self.heads, self.head_channels
+        u = self.lin_basis_in(x).view(n, H, d).transpose(0, 1)  # [H, n, d]
+        if self.basis == "laplacian_init":
+            return psi.to(dtype) + self._head_linear(u), value
+        # W_b u / tau with 1/tau folded into the small weight, not the [H, n, k] logits
+        scale = self.temperature.clamp(0.1, 5.0).reciprocal().view(H, 1, 1)
+        logits = self._head_linear(u, scale).to(torch.promote_types(dtype, torch.float32))
+        return torch.softmax(logits, dim=-1).to(dtype), value
+
+    def _analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
+        """The per-graph sums over nodes in one segment product:
+        ``laplacian``: ``Phi^T M V`` ``[B, 1, k, channels]``; ``learned``:
+        ``[Phi^T M V | Phi^T M 1]`` ``[B, H, k, d + 1]``; ``laplacian_init``:
+        ``[Phi^T M V | Phi^T M Phi]`` ``[B, H, k, d + k]``."""
+        n, H, d = value.shape[0], self.heads, self.head_channels
+        if self.basis == "laplacian":
+            return segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), ptr)
+        w = weight.view(1, n, 1)
+        weighted = value.view(n, H, d).transpose(0, 1) * w
+        extra = w.expand(H, n, 1) if self.basis == "learned" else phi * w
+        return segment_matmul_tn(phi, torch.cat([weighted, extra], dim=-1), ptr)
+
+    def _coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """Coefficients ``A [B, H, k, d]`` from the sums of :meth:`_analysis`,
+        and for ``laplacian_init`` the inverse Cholesky factor ``R^{-1}`` of the
+        Gram matrix (``Phi R^{-1}`` is the orthonormalised basis)."""
+        H, d, k = self.heads, self.head_channels, self.num_bases
+        if self.basis == "laplacian":
+            return sums.view(-1, k, H, d).transpose(1, 2), None
+        if self.basis == "learned":
+            return sums[..., :d] / (sums[..., d:] + PARTITION_EPS), None
+        r_inv = self._inverse_cholesky(sums[..., d:])
+        # (Phi R^{-1})^T M V = R^{-T} (Phi^T M V)
+        return (r_inv.transpose(-1, -2) @ sums[..., :d].to(r_inv.dtype)).to(sums.dtype), r_inv
+
+    def _map(self, coef: Tensor, return_map: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        out_coef, fmap = _functional_map(self.lin_q(coef), self.lin_k(coef), self.lin_v(coef),
+                                         self.ridge, self._resolve_solve(), return_map)
+        return out_coef, fmap
+
+    def _synthesis_matrix(self, out_coef: Tensor, r_inv: Optional[Tensor],
+                          dtype: torch.dtype) -> Tensor:
+        """What the synthesis multiplies the basis with, per graph (in ``dtype``)."""
+        k, H, d = self.num_bases, self.heads, self.head_channels
+        if r_inv is not None:
+            out_coef = r_inv @ out_coef.to(r_inv.dtype)
+        out_coef = out_coef.to(dtype)
+        if self.basis == "laplacian":
+            return out_coef.transpose(1, 2).reshape(-1, 1, k, H * d)
+        return out_coef
+
+    def _synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
+        """``Phi B`` per graph, heads concatenated: ``[n, channels]``."""
+        out = segment_matmul_nn(phi, mat, ptr)
+        n = phi.shape[1]
+        if self.basis == "laplacian":
+            return out.view(n, self.channels)
+        return out.transpose(0, 1).reshape(n, self.channels)
+
+    def _forward_chunked(self, x: Tensor, psi: Optional[Tensor], weight: Tensor, seg,
+                         chunk_size: int, dtype: torch.dtype, return_maps: bool):
+        """Two streaming passes over chunks of nodes: the analysis sums are
+        accumulated per graph, the basis is recomputed for the synthesis.
+        Memory ``O(N channels + chunk_size heads k)``; with autograd every
+        chunk is checkpointed (recomputed in the backward pass)."""
+        from torch.utils.checkpoint import checkpoint
+
+        grad = torch.is_grad_enabled()
+
+        def run(fn, *args):
+            return checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args)
+
+        bounds = seg.ptr.tolist()
+        chunks = []
+        for s in range(0, x.shape[0], chunk_size):
+            e = min(s + chunk_size, x.shape[0])
+            g0 = bisect.bisect_right(bounds, s) - 1
+            g1 = bisect.bisect_left(bounds, e) - 1
+            local = [max(bounds[g] - s, 0) for g in range(g0, g1 + 1)] + [e - s]
+            chunks.append((s, e, g0, g1 + 1, torch.tensor(local, device=x.device)))
+
+        def analysis(x_c, psi_c, w_c, ptr_c):
+            phi, value = self._basis(x_c, psi_c, dtype)
+            return self._analysis(phi, value, w_c, ptr_c)
+
+        sums = None
+        for s, e, g0, g1, ptr_c in chunks:
+            part = run(analysis, x[s:e], None if psi is None else psi[s:e], weight[s:e], ptr_c)
+            if sums is None:
+                sums = part.new_zeros((seg.num_graphs,) + part.shape[1:])
+            index = torch.arange(g0, g1, device=x.device)
+            sums = sums.index_add(0, index, part) if grad else sums.index_add_(0, index, part)
+        coef, r_inv = self._coefficients(sums)
+        out_coef, fmap = self._map(coef, return_maps)
+        mat = self._synthesis_matrix(out_coef, r_inv, dtype)
+
+        def synthesis(x_c, psi_c, mat_c, ptr_c):
+            phi, _ = self._basis(x_c, psi_c, dtype)
+            return self.lin_out(self._synthesis(phi, mat_c, ptr_c))
+
+        def bases(x_c, psi_c, r_inv_c, ptr_c):
+            phi, _ = self._basis(x_c, psi_c, dtype)
+            return phi if r_inv_c is None else segment_matmul_nn(phi, r_inv_c.to(dtype), ptr_c)
+
+        outs, phis = [], []
+        for s, e, g0, g1, ptr_c in chunks:
+            psi_c = None if psi is None else psi[s:e]
+            outs.append(run(synthesis, x[s:e], psi_c, mat[g0:g1], ptr_c))
+            if return_maps:
+                phis.append(bases(x[s:e], psi_c, None if r_inv is None else r_inv[g0:g1], ptr_c))
+        return torch.cat(outs), fmap, (torch.cat(phis, dim=1) if return_maps else None)
 
     def _head_linear(self, u: Tensor, scale: Optional[Tensor] = None) -> Tensor:
         """``basis_proj`` applied to ``u [H, N, d]`` -> ``[H, N, k]``, optionally
@@ -320,23 +436,22 @@ class FunctionalAttention(torch.nn.Module):
             return mass.to(dtype)
         if seg.batch is None:
             return (mass / mass.sum()).to(dtype)
-        total = mass.new_zeros(seg.num_graphs).index_add(0, seg.batch, mass)
+        total = segment_sum(mass, seg.ptr, seg.batch)
         return (mass / total[seg.batch]).to(dtype)
 
-    def _orthonormalise(self, phi: Tensor, weight: Tensor, seg) -> Tensor:
-        """``phi [H, N, k] -> phi R^{-1}`` per graph and head with ``R^T R = phi^T M phi``."""
-        gram = segment_matmul_tn(phi, phi * weight.view(1, -1, 1), seg.ptr)  # [B, H, k, k]
-        wide = torch.float64 if _has_float64(phi.device) else torch.float32
-        with torch.autocast(phi.device.type, enabled=False):
+    def _inverse_cholesky(self, gram: Tensor) -> Tensor:
+        """``R^{-1}`` in the wide dtype with ``R^T R = gram`` (the mass Gram
+        matrix of the basis ``[B, H, k, k]``), so ``Phi R^{-1}`` is orthonormal."""
+        wide = torch.float64 if _has_float64(gram.device) else torch.float32
+        with torch.autocast(gram.device.type, enabled=False):
             chol, info = torch.linalg.cholesky_ex(gram.to(wide), upper=True)
             if not tracing() and bool((info > 0).any()):
                 g = int((info > 0).any(-1).nonzero()[0])
                 raise ValueError(f"the basis of graph {g} is rank deficient in the mass inner "
                                  "product (duplicate or zero columns, or fewer independent "
                                  "nodes than num_bases); cannot re-orthonormalise it")
-            eye = torch.eye(self.num_bases, dtype=wide, device=phi.device)
-            r_inv = torch.linalg.solve_triangular(chol, eye, upper=True)
-        return segment_matmul_nn(phi, r_inv.to(phi.dtype), seg.ptr)
+            eye = torch.eye(self.num_bases, dtype=wide, device=gram.device)
+            return torch.linalg.solve_triangular(chol, eye, upper=True)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
@@ -345,6 +460,17 @@ class FunctionalAttention(torch.nn.Module):
 
 def _has_float64(device: torch.device) -> bool:
     return device.type != "mps"
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of the basis and the segment products: the autocast dtype
+    inside autocast, except float16, whose range cannot hold the gradient of
+    the partition normalisation of a nearly empty basis function (float32
+    then; bfloat16 has the range of float32)."""
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        return torch.float32 if dtype == torch.float16 else dtype
+    return x.dtype
 
 
 def _functional_map(q: Tensor, k: Tensor, v: Tensor, ridge: Tensor, solve: str,

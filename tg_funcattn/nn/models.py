@@ -10,6 +10,7 @@ from torch.nn import LayerNorm, Linear, Module
 
 from .._validation import check_finite, check_mass, check_tensor, segments
 from ..ops.knn import knn_graph
+from ..ops.segment import segment_sum
 from .functional_attention import FunctionalAttention
 
 LOCAL_KINDS = ("point_transformer", "edgeconv")
@@ -113,13 +114,14 @@ class FuncAttnBlock(Module):
     def forward(self, x: Tensor, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None, *,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, batch_size: Optional[int] = None,
-                return_maps: bool = False):
+                return_maps: bool = False, chunk_size: Optional[int] = None):
         """Runs the block; ``pos`` or ``edge_index`` is needed only with a local
         branch.  With ``return_maps=True`` also returns the attention's bases
-        and functional maps (see :class:`FunctionalAttention`)."""
+        and functional maps; ``chunk_size`` streams the attention over chunks
+        of nodes (see :class:`FunctionalAttention`)."""
         h = self.norm1(x)
         attn = self.attn(h, batch, mass=mass, basis=basis, batch_size=batch_size,
-                         return_maps=return_maps)
+                         return_maps=return_maps, chunk_size=chunk_size)
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
         out = x + attn
         if self.local is not None:
@@ -230,10 +232,12 @@ class FuncAttnNet(Module):
     def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None, *,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
                 category: Optional[Tensor] = None, batch_size: Optional[int] = None,
-                return_maps: bool = False):
+                return_maps: bool = False, chunk_size: Optional[int] = None):
         """Runs the network (see the class docstring for shapes).  With
         ``return_maps=True`` also returns, per block, the pair (bases
-        ``[N, heads, k]``, functional maps ``[B, heads, k, k]``)."""
+        ``[N, heads, k]``, functional maps ``[B, heads, k, k]``).
+        ``chunk_size`` streams every attention layer over chunks of nodes
+        (for very large graphs; see :class:`FunctionalAttention`)."""
         inputs = []
         if self.in_channels > 0:
             if x is None:
@@ -280,7 +284,7 @@ class FuncAttnNet(Module):
         maps = []
         for block in self.blocks:
             h = block(h, pos, batch, mass=mass, basis=basis, edge_index=edge_index,
-                      batch_size=seg.num_graphs, return_maps=return_maps)
+                      batch_size=seg.num_graphs, return_maps=return_maps, chunk_size=chunk_size)
             if return_maps:
                 h, bases, fmap = h
                 maps.append((bases, fmap))
@@ -302,6 +306,6 @@ def _weighted_mean(h: Tensor, mass: Optional[Tensor], seg) -> Tensor:
     w = torch.ones(h.shape[0], dtype=h.dtype, device=h.device) if mass is None else mass.to(h.dtype)
     if seg.batch is None:
         return (w.unsqueeze(1) * h).sum(0, keepdim=True) / w.sum()
-    total = h.new_zeros(seg.num_graphs).index_add(0, seg.batch, w)
-    pooled = h.new_zeros(seg.num_graphs, h.shape[1]).index_add(0, seg.batch, w.unsqueeze(1) * h)
+    total = segment_sum(w, seg.ptr, seg.batch)
+    pooled = segment_sum(w.unsqueeze(1) * h, seg.ptr, seg.batch)
     return pooled / total.unsqueeze(1)

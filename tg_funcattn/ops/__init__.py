@@ -1,5 +1,7 @@
 """Per-graph kernels: segment matrix products and kNN graphs."""
 from .knn import knn_graph
-from .segment import segment_matmul_nn, segment_matmul_tn
+from .segment import (BACKENDS, resolve_backend, segment_backend, segment_matmul_nn,
+                      segment_matmul_tn, segment_sum, set_segment_backend)
 
-__all__ = ["segment_matmul_tn", "segment_matmul_nn", "knn_graph"]
+__all__ = ["segment_matmul_tn", "segment_matmul_nn", "segment_sum", "knn_graph", "BACKENDS",
+           "set_segment_backend", "segment_backend", "resolve_backend"]

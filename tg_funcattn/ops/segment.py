@@ -10,22 +10,103 @@ occupying nodes ``ptr[g]:ptr[g+1]``:
   ``[H, N, p] x [B, H, p, q] -> [H, N, q]``).
 
 Neither forms an ``N x p x q`` tensor, in the forward or the backward pass,
-and nothing is padded to the largest graph: each graph is one batched GEMM
-over the heads.  Both are registered as ``torch.library`` custom operators
-with fake (meta) implementations and autograd formulas written in terms of
-each other, so they run under ``torch.compile`` without graph breaks and
-support double backward.  The backward of one is the other:
+and nothing is padded to the largest graph.  Both are registered as
+``torch.library`` custom operators with fake (meta) implementations and
+autograd formulas written in terms of each other, so they run under
+``torch.compile`` without graph breaks and support double backward.  The
+backward of one is the other:
 
 .. math::
     \partial a = b\, \bar o^\top,\ \partial b = a\, \bar o \quad(\mathrm{tn}),
     \qquad \partial a = \bar o\, c^\top,\ \partial c = a^\top \bar o \quad(\mathrm{nn}).
+
+**Backends.**  The operators are the one dispatch point; the implementation
+behind them is chosen per call by :func:`resolve_backend`:
+
+* ``"bmm"`` -- one batched GEMM over the heads per graph (BLAS / cuBLAS).  The
+  fastest path on the CPU (``benchmarks/bench_kernels.py``: the products run
+  at GEMM speed, and nothing else on the CPU beats BLAS), and on the GPU for
+  a single graph.
+* ``"triton"`` -- fused Triton kernels (:mod:`tg_funcattn.ops._triton`): one
+  launch for the whole batch, graph boundaries handled inside the kernel.
+  Chosen on CUDA for batches of several graphs (float16/bfloat16/float32)
+  when ``triton`` is installed.  On the CPU it runs only through
+  ``TRITON_INTERPRET=1`` (the tests check it against the reference that way).
+* ``"reference"`` -- a plain scatter implementation that forms the
+  ``N x p x q`` outer products: slow and memory hungry, kept as the
+  independent reference of the tests.
+
+:func:`set_segment_backend` / :func:`segment_backend` override the choice.
 """
 from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["segment_matmul_tn", "segment_matmul_nn"]
+__all__ = ["segment_matmul_tn", "segment_matmul_nn", "segment_sum", "BACKENDS",
+           "set_segment_backend", "segment_backend", "resolve_backend"]
+
+BACKENDS = ("auto", "bmm", "triton", "reference")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_backend = "auto"
+
+
+def set_segment_backend(name: str) -> None:
+    """Sets the implementation behind the segment products for this process:
+    ``"auto"`` (default), ``"bmm"``, ``"triton"`` or ``"reference"``."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"segment backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+@contextlib.contextmanager
+def segment_backend(name: str) -> Iterator[None]:
+    """Context manager form of :func:`set_segment_backend`."""
+    previous = _backend
+    set_segment_backend(name)
+    try:
+        yield
+    finally:
+        set_segment_backend(previous)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_backend(device: torch.device, dtype: torch.dtype, num_graphs: int,
+                    backend: Optional[str] = None) -> str:
+    """The implementation a segment product on ``device``/``dtype`` with
+    ``num_graphs`` graphs runs with (``backend``: the setting, default the
+    current one)."""
+    backend = _backend if backend is None else backend
+    if backend == "auto":
+        if (device.type == "cuda" and num_graphs > 1 and dtype in _TRITON_DTYPES
+                and _triton_available()):
+            return "triton"
+        return "bmm"
+    if backend == "triton":
+        if not _triton_available():
+            from .._optional import require
+            require("triton", "the 'triton' segment backend")
+        if device.type != "cuda" and not _interpreting():
+            raise RuntimeError(f"the 'triton' segment backend runs on CUDA devices (got {device}); "
+                               "on the CPU only with TRITON_INTERPRET=1 (for tests)")
+        if dtype not in _TRITON_DTYPES:
+            raise TypeError(f"the 'triton' segment backend supports {_TRITON_DTYPES}, got {dtype}")
+    return backend
 
 
 def _check(a: Tensor, other: Tensor, ptr: Tensor, fn: str) -> None:
@@ -36,6 +117,56 @@ def _check(a: Tensor, other: Tensor, ptr: Tensor, fn: str) -> None:
                          f"shape {tuple(ptr.shape)} and dtype {ptr.dtype}")
     if a.dtype != other.dtype:
         raise TypeError(f"{fn}: dtypes differ ({a.dtype} and {other.dtype})")
+
+
+def _batch(ptr: Tensor, num_nodes: int) -> Tensor:
+    counts = ptr[1:] - ptr[:-1]
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts,
+                                   output_size=num_nodes)
+
+
+def _tn_bmm(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
+    bounds = ptr.tolist()
+    num_graphs = len(bounds) - 1
+    at = a.transpose(1, 2)
+    if num_graphs == 1:
+        return torch.bmm(at, b).unsqueeze(0)
+    out = a.new_empty(num_graphs, a.shape[0], a.shape[2], b.shape[2])
+    for g in range(num_graphs):
+        s, e = bounds[g], bounds[g + 1]
+        torch.bmm(at[:, :, s:e], b[:, s:e], out=out[g])
+    return out
+
+
+def _tn_reference(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
+    outer = torch.einsum("hnp,hnq->nhpq", a, b)
+    out = a.new_zeros(ptr.numel() - 1, a.shape[0], a.shape[2], b.shape[2])
+    return out.index_add_(0, _batch(ptr, a.shape[1]), outer)
+
+
+def _nn_bmm(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
+    bounds = ptr.tolist()
+    num_graphs = len(bounds) - 1
+    if num_graphs == 1:
+        return torch.bmm(a, c[0])
+    out = a.new_empty(a.shape[0], a.shape[1], c.shape[3])
+    for g in range(num_graphs):
+        s, e = bounds[g], bounds[g + 1]
+        torch.bmm(a[:, s:e], c[g], out=out[:, s:e])
+    return out
+
+
+def _nn_reference(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
+    return torch.einsum("hnp,nhpq->hnq", a, c[_batch(ptr, a.shape[1])])
+
+
+def _impl(op: str, a: Tensor, ptr: Tensor):
+    backend = resolve_backend(a.device, a.dtype, ptr.numel() - 1)
+    if backend == "triton":
+        from . import _triton
+        return getattr(_triton, f"segment_matmul_{op}")
+    return {"bmm": {"tn": _tn_bmm, "nn": _nn_bmm},
+            "reference": {"tn": _tn_reference, "nn": _nn_reference}}[backend][op]
 
 
 @torch.library.custom_op("tg_funcattn::segment_matmul_tn", mutates_args=())
@@ -54,16 +185,7 @@ def segment_matmul_tn(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
     if b.dim() != 3 or b.shape[:2] != a.shape[:2]:
         raise ValueError(f"segment_matmul_tn: 'b' must be [H, N, q] matching 'a' "
                          f"{tuple(a.shape)}, got {tuple(b.shape)}")
-    bounds = ptr.tolist()
-    num_graphs = len(bounds) - 1
-    at = a.transpose(1, 2)
-    if num_graphs == 1:
-        return torch.bmm(at, b).unsqueeze(0)
-    out = a.new_empty(num_graphs, a.shape[0], a.shape[2], b.shape[2])
-    for g in range(num_graphs):
-        s, e = bounds[g], bounds[g + 1]
-        torch.bmm(at[:, :, s:e], b[:, s:e], out=out[g])
-    return out
+    return _impl("tn", a, ptr)(a, b, ptr)
 
 
 @segment_matmul_tn.register_fake
@@ -89,15 +211,7 @@ def segment_matmul_nn(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
         raise ValueError(f"segment_matmul_nn: 'c' must be [B, H, p, q] = "
                          f"[{ptr.numel() - 1}, {a.shape[0]}, {a.shape[2]}, q], "
                          f"got {tuple(c.shape)}")
-    bounds = ptr.tolist()
-    num_graphs = len(bounds) - 1
-    if num_graphs == 1:
-        return torch.bmm(a, c[0])
-    out = a.new_empty(a.shape[0], a.shape[1], c.shape[3])
-    for g in range(num_graphs):
-        s, e = bounds[g], bounds[g + 1]
-        torch.bmm(a[:, s:e], c[g], out=out[:, s:e])
-    return out
+    return _impl("nn", a, ptr)(a, c, ptr)
 
 
 @segment_matmul_nn.register_fake
@@ -131,3 +245,40 @@ def _nn_backward(ctx, grad: Tensor):
 
 segment_matmul_tn.register_autograd(_tn_backward, setup_context=_setup)
 segment_matmul_nn.register_autograd(_nn_backward, setup_context=_setup)
+
+
+def segment_sum(src: Tensor, ptr: Tensor, batch: Optional[Tensor] = None) -> Tensor:
+    """Per-graph sum of the rows of ``src``: ``[N, *] -> [B, *]``, differentiable.
+
+    The fastest implementation measured per device (``benchmarks/bench_kernels.py``):
+
+    * CUDA, with ``torch_scatter`` installed (``pip install 'tg-funcattn[scatter]'``),
+      eager mode: ``torch_scatter.segment_csr``, which reads the sorted layout
+      directly and needs no atomics (deterministic).
+    * Otherwise native torch: ``torch.segment_reduce`` over ``ptr`` for a
+      vector, ``index_add`` over ``batch`` (computed from ``ptr`` when not
+      given) for rows.  On this project's 2-core CPU ``segment_csr`` measured
+      3x slower than ``index_add`` for 128-wide rows, so it is not used there.
+    """
+    num_graphs = ptr.numel() - 1
+    if num_graphs == 1:
+        return src.sum(0, keepdim=True)
+    if _use_torch_scatter(src):
+        import torch_scatter
+        return torch_scatter.segment_csr(src, ptr, reduce="sum")
+    if src.dim() == 1:
+        return torch.segment_reduce(src, "sum", offsets=ptr)
+    if batch is None:
+        batch = _batch(ptr, src.shape[0])
+    return src.new_zeros((num_graphs,) + tuple(src.shape[1:])).index_add(0, batch, src)
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_scatter_available() -> bool:
+    return importlib.util.find_spec("torch_scatter") is not None
+
+
+def _use_torch_scatter(src: Tensor) -> bool:
+    from .._validation import tracing
+    return (_backend != "reference" and src.device.type == "cuda" and not tracing()
+            and _torch_scatter_available())
