@@ -392,13 +392,16 @@ class FunctionalAttention(torch.nn.Module):
 
     def _head_linear(self, u: Tensor, scale: Optional[Tensor] = None) -> Tensor:
         """``basis_proj`` applied to ``u [H, N, d]`` -> ``[H, N, k]``, optionally
-        scaled per head, as one batched GEMM."""
-        weight = self.basis_proj.weight.t().unsqueeze(0)  # [1, d, k]
-        bias = self.basis_proj.bias.view(1, 1, -1)
+        scaled per head, as one batched GEMM with the bias folded in as a row of
+        the weight (``[u | 1] [W^T; b]``): ``baddbmm`` would first copy the
+        broadcast bias into the whole ``[H, N, k]`` output, a pass over the
+        largest tensor of the layer."""
+        weight = torch.cat([self.basis_proj.weight.t(), self.basis_proj.bias.unsqueeze(0)])
+        weight = weight.unsqueeze(0)  # [1, d + 1, k]
         if scale is not None:
-            weight, bias = weight * scale, bias * scale
+            weight = weight * scale
         weight = weight.expand(u.shape[0], -1, -1).to(u.dtype)
-        return torch.baddbmm(bias.to(u.dtype), u, weight)
+        return torch.bmm(torch.cat([u, u.new_ones(u.shape[:2] + (1,))], dim=-1), weight)
 
     def _resolve_solve(self) -> str:
         if self.solve != "auto":
