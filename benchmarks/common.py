@@ -20,28 +20,56 @@ def tune_allocator(argv):
     os.execve(sys.executable, [sys.executable] + argv, env)
 
 
-def time_ms(fns, min_time=1.5, max_reps=9, min_reps=3):
+def synchronize(device="cpu"):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fns, min_time=1.5, max_reps=9, min_reps=3, device="cpu", slow_s=20.0):
     """Median wall time in ms of each closure of ``fns`` (a dict), after one
     warm-up call each; the closures run round-robin so that drift of a shared
-    machine affects them alike."""
+    machine affects them alike.  A closure whose warm-up takes longer than
+    ``slow_s`` seconds is not repeated: its warm-up time is its measurement
+    (full attention at large N, where one call takes minutes)."""
     times = {name: [] for name in fns}
-    for fn in fns.values():
+    fast = {}
+    for name, fn in fns.items():
+        synchronize(device)
+        t = time.perf_counter()
         fn()
+        synchronize(device)
+        elapsed = time.perf_counter() - t
+        if elapsed > slow_s:
+            times[name].append(elapsed)
+        else:
+            fast[name] = fn
     start = time.perf_counter()
     reps = 0
-    while reps < min_reps or (reps < max_reps and time.perf_counter() - start < min_time * len(fns)):
-        for name, fn in fns.items():
+    while fast and (reps < min_reps or
+                    (reps < max_reps and time.perf_counter() - start < min_time * len(fast))):
+        for name, fn in fast.items():
+            synchronize(device)
             t = time.perf_counter()
             fn()
+            synchronize(device)
             times[name].append(time.perf_counter() - t)
         reps += 1
     return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
-def peak_mib(fn):
+def peak_mib(fn, device="cpu"):
     """Peak of live tensor memory (MiB) allocated while ``fn`` runs, from the
-    profiler's allocation and free events (independent of the allocator)."""
+    profiler's allocation and free events on the CPU (independent of the
+    allocator), from the caching allocator's statistics on CUDA."""
     from torch.profiler import ProfilerActivity, profile
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -64,7 +92,10 @@ def fwd_bwd(module, *inputs):
     return run
 
 
-def machine():
+def machine(device="cpu"):
     import platform
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    text = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if torch.device(device).type == "cuda":
+        text += f", {torch.cuda.get_device_name()}"
+    return text

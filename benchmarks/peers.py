@@ -65,3 +65,38 @@ class PointTransformerPeer(nn.Module):
 
     def forward(self, x, pos, edge_index):
         return self.conv(x, pos, edge_index)
+
+
+class PeerNet(nn.Module):
+    """The network of :class:`~tg_funcattn.nn.FuncAttnNet` (lift -> pre-LN
+    blocks with a residual token mixer and a residual MLP -> head) with the
+    functional attention replaced by a peer mixer: ``"sdpa"``, ``"physics"``
+    or ``"ptconv"`` (one graph)."""
+
+    def __init__(self, mixer: str, in_channels: int, channels: int, out_channels: int,
+                 num_layers: int, heads: int, slices: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.mixer = mixer
+        self.lift = nn.Sequential(nn.Linear(in_channels, 2 * channels), nn.GELU(),
+                                  nn.Linear(2 * channels, channels))
+        make = {"sdpa": lambda: SoftmaxAttention(channels, heads),
+                "physics": lambda: PhysicsAttention(channels, heads, slices),
+                "ptconv": lambda: PointTransformerPeer(channels)}[mixer]
+        hidden = int(mlp_ratio * channels)
+        self.mixers = nn.ModuleList([make() for _ in range(num_layers)])
+        self.norms1 = nn.ModuleList([nn.LayerNorm(channels) for _ in range(num_layers)])
+        self.norms2 = nn.ModuleList([nn.LayerNorm(channels) for _ in range(num_layers)])
+        self.mlps = nn.ModuleList([nn.Sequential(nn.Linear(channels, hidden), nn.GELU(),
+                                                 nn.Linear(hidden, channels))
+                                   for _ in range(num_layers)])
+        self.norm = nn.LayerNorm(channels)
+        self.head = nn.Sequential(nn.Linear(channels, channels), nn.GELU(),
+                                  nn.Linear(channels, out_channels))
+
+    def forward(self, x, pos, edge_index=None):
+        h = self.lift(torch.cat([x, pos], dim=-1))
+        for mix, n1, n2, mlp in zip(self.mixers, self.norms1, self.norms2, self.mlps):
+            z = n1(h)
+            h = h + (mix(z, pos, edge_index) if self.mixer == "ptconv" else mix(z))
+            h = h + mlp(n2(h))
+        return self.head(self.norm(h))

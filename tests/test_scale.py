@@ -167,6 +167,27 @@ def test_triton_kernels_agree_in_interpreter():
     assert result["tn_half"] < 1e-3
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not segment_module._triton_available(), reason="triton is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_triton_layer_matches_bmm(dtype):
+    """On a GPU the dispatch picks Triton for batches; it matches cuBLAS."""
+    layer = FunctionalAttention(64, 4, 16).cuda()
+    sizes = [3000, 17, 9000, 5000]
+    batch = _batch(sizes).cuda()
+    x = torch.randn(sum(sizes), 64, device="cuda", requires_grad=True)
+    assert resolve_backend(x.device, dtype, len(sizes)) == "triton"
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        out = layer(x, batch)
+        gx, = torch.autograd.grad(out.float().square().mean(), x)
+        with segment_backend("bmm"):
+            ref = layer(x, batch)
+            gr, = torch.autograd.grad(ref.float().square().mean(), x)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    assert (out.float() - ref.float()).norm() / ref.float().norm() < tol
+    assert (gx - gr).norm() / gr.norm() < tol
+
+
 # --- chunked streaming -----------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)

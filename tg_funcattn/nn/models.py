@@ -135,7 +135,7 @@ class FuncAttnBlock(Module):
                 out = out + self.local(h, pos, edge_index)
             else:
                 out = out + self.local(h, edge_index)
-        out = out + self.mlp(self.norm2(out))
+        out = out + _rowwise(lambda t: self.mlp(self.norm2(t)), out, chunk_size)
         return (out, *maps) if return_maps else out
 
     def __repr__(self) -> str:
@@ -237,7 +237,9 @@ class FuncAttnNet(Module):
         ``return_maps=True`` also returns, per block, the pair (bases
         ``[N, heads, k]``, functional maps ``[B, heads, k, k]``).
         ``chunk_size`` streams every attention layer over chunks of nodes
-        (for very large graphs; see :class:`FunctionalAttention`)."""
+        (for very large graphs; see :class:`FunctionalAttention`), and
+        without autograd also the per-node MLPs, so that inference holds
+        ``O(N hidden_channels)`` memory."""
         inputs = []
         if self.in_channels > 0:
             if x is None:
@@ -264,7 +266,7 @@ class FuncAttnNet(Module):
         seg = segments(batch, h.shape[0], h.device, batch_size)
         if mass is not None:
             check_mass(mass, h.shape[0], h.device)
-        h = self.lift(h)
+        h = _rowwise(self.lift, h, chunk_size)
         if self.category_emb is not None:
             if category is None:
                 raise ValueError(f"'category' [B] is required: the model was built with "
@@ -288,10 +290,10 @@ class FuncAttnNet(Module):
             if return_maps:
                 h, bases, fmap = h
                 maps.append((bases, fmap))
-        h = self.norm(h)
+        h = _rowwise(self.norm, h, chunk_size)
         if self.task == "graph":
             h = _weighted_mean(h, mass, seg)
-        out = self.head(h)
+        out = _rowwise(self.head, h, chunk_size)
         return (out, maps) if return_maps else out
 
     def __repr__(self) -> str:
@@ -299,6 +301,14 @@ class FuncAttnNet(Module):
         return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
                 f"{self.out_channels}, num_layers={self.num_layers}, heads={attn.heads}, "
                 f"num_bases={attn.num_bases}, basis='{attn.basis}', task='{self.task}')")
+
+
+def _rowwise(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: Optional[int]) -> Tensor:
+    """``fn`` (a per-node map) on chunks of rows when streaming without autograd,
+    so its hidden activations never exist for all nodes at once."""
+    if chunk_size is None or x.shape[0] <= chunk_size or torch.is_grad_enabled():
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(chunk_size)])
 
 
 def _weighted_mean(h: Tensor, mass: Optional[Tensor], seg) -> Tensor:

@@ -1,0 +1,323 @@
+"""The cost curve: forward+backward time and peak memory of the layer and of the
+full model versus the number of nodes N (1k ... 1M) and the number of bases k
+(16 ... 256), against full softmax attention (SDPA), Transolver-style physics
+attention and PyG's PointTransformerConv measured in the same run; the cost
+floor (three Linear(128, 128) on the same input) and one 1M-node graph.
+
+    python benchmarks/bench_scale.py                  # the suite (about 30 min on 2 cores)
+    python benchmarks/bench_scale.py --quick          # N <= 16k, a few minutes
+    python benchmarks/bench_scale.py --device cuda    # the same suite on a GPU
+
+Layer: channels 128, 8 heads, 64 bases (slices for physics attention), learned
+basis, one graph.  Full model: ``FuncAttnNet`` (lift, 4 blocks, head; no local
+branch) against the same network with the attention swapped for a peer
+(``peers.PeerNet``).  Every size runs in a fresh process (fresh heap).  Writes
+``benchmarks/results/bench_scale{_cuda}.md``, ``.json`` and ``.png`` (log-log).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import fwd_bwd, machine, peak_mib, time_ms, tune_allocator  # noqa: E402
+from peers import PeerNet, PhysicsAttention, PointTransformerPeer, SoftmaxAttention  # noqa: E402
+
+from tg_funcattn.nn import FuncAttnNet, FunctionalAttention  # noqa: E402
+from tg_funcattn.ops import knn_graph  # noqa: E402
+
+C, HEADS, BASES, LAYERS, OUT = 128, 8, 64, 4, 16
+METHODS = ("funcattn", "physics", "sdpa", "ptconv")
+LABELS = {"funcattn": "functional attention", "physics": "physics attention (Transolver)",
+          "sdpa": "softmax attention (SDPA)", "ptconv": "PointTransformerConv k=16",
+          "linear3": "3 x Linear(128, 128)"}
+
+
+class ThreeLinear(torch.nn.Module):
+    """The projections every attention variant needs: three Linear(C, C) on the
+    same input (summed so that one backward reaches all three)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Linear(C, C) for _ in range(3))
+
+    def forward(self, x):
+        return self.a(x) + self.b(x) + self.c(x)
+
+
+class Model(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, pos):
+        return self.net(x, pos)
+
+
+def layer_row(n, args):
+    dev = args.device
+    torch.manual_seed(0)
+    x = torch.randn(n, C, device=dev, requires_grad=True)
+    runs = {"funcattn": fwd_bwd(FunctionalAttention(C, HEADS, BASES).to(dev), x),
+            "physics": fwd_bwd(PhysicsAttention(C, HEADS, BASES).to(dev), x),
+            "linear3": fwd_bwd(ThreeLinear().to(dev), x)}
+    if n <= args.sdpa_max:
+        runs["sdpa"] = fwd_bwd(SoftmaxAttention(C, HEADS).to(dev), x)
+    if n <= args.ptconv_max:
+        pos = torch.rand(n, 3, device=dev)
+        runs["ptconv"] = fwd_bwd(PointTransformerPeer(C).to(dev), x, pos, knn_graph(pos, 16))
+    return _measure({"N": n}, runs, args)
+
+
+def k_row(k, args):
+    dev, n = args.device, args.k_nodes
+    torch.manual_seed(0)
+    x = torch.randn(n, C, device=dev, requires_grad=True)
+    runs = {"funcattn": fwd_bwd(FunctionalAttention(C, HEADS, k).to(dev), x),
+            "physics": fwd_bwd(PhysicsAttention(C, HEADS, k).to(dev), x)}
+    return _measure({"k": k, "N": n}, runs, args)
+
+
+def model_row(n, args):
+    dev = args.device
+    torch.manual_seed(0)
+    x = torch.randn(n, 3, device=dev)
+    pos = torch.rand(n, 3, device=dev)
+    ours = FuncAttnNet(3, C, OUT, num_layers=LAYERS, heads=HEADS, num_bases=BASES).to(dev)
+    runs = {"funcattn": fwd_bwd(Model(ours), x, pos),
+            "physics": fwd_bwd(PeerNet("physics", 6, C, OUT, LAYERS, HEADS, BASES).to(dev), x, pos)}
+    if n <= args.model_sdpa_max:
+        runs["sdpa"] = fwd_bwd(PeerNet("sdpa", 6, C, OUT, LAYERS, HEADS, BASES).to(dev), x, pos)
+    if n <= args.ptconv_max:
+        edges = knn_graph(pos, 16)
+        runs["ptconv"] = fwd_bwd(PeerNet("ptconv", 6, C, OUT, LAYERS, HEADS, BASES).to(dev),
+                                 x, pos, edges)
+    return _measure({"N": n}, runs, args)
+
+
+def big_row(n, args):
+    """One graph of ``n`` nodes: layer inference (one pass and streamed in
+    chunks), layer forward+backward, full-model inference (streamed)."""
+    dev = args.device
+    torch.manual_seed(0)
+    layer = FunctionalAttention(C, HEADS, BASES).to(dev)
+    x = torch.randn(n, C, device=dev, requires_grad=True)
+    chunk = args.chunk_size
+
+    def infer(**kw):
+        def run():
+            with torch.no_grad():
+                layer(x, **kw)
+        return run
+
+    model = FuncAttnNet(3, C, OUT, num_layers=LAYERS, heads=HEADS, num_bases=BASES).to(dev).eval()
+    feats, pos = torch.randn(n, 3, device=dev), torch.rand(n, 3, device=dev)
+
+    def model_infer():
+        with torch.no_grad():
+            model(feats, pos, chunk_size=chunk)
+
+    runs = {"layer_infer": infer(), "layer_infer_chunked": infer(chunk_size=chunk),
+            "layer_fwd_bwd": fwd_bwd(layer, x),
+            "model_infer_chunked": model_infer}
+    row = {"N": n, "chunk_size": chunk, "input_mib": x.numel() * 4 / 2 ** 20}
+    for name, ms in time_ms(runs, max_reps=3, min_reps=1, device=dev).items():
+        row[f"{name}_ms"] = ms
+    for name, run in runs.items():
+        row[f"{name}_mib"] = peak_mib(run, dev)
+    return row
+
+
+def _measure(row, runs, args):
+    for name, ms in time_ms(runs, device=args.device).items():
+        row[f"{name}_ms"] = ms
+    if not args.no_memory:
+        for name, run in runs.items():
+            if row[f"{name}_ms"] < 20e3:  # memory needs one more call
+                row[f"{name}_mib"] = peak_mib(run, args.device)
+    return row
+
+
+def run_child(kind, value, argv):
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", kind, str(value)] + argv
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{kind}={value} failed:\n{result.stderr[-3000:]}")
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    print(kind, json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}),
+          flush=True)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", default="1024,4096,16384,65536,262144,1048576",
+                        help="N of the layer rows")
+    parser.add_argument("--model-sizes", default="1024,4096,16384,65536,262144")
+    parser.add_argument("--ks", default="16,32,64,128,256")
+    parser.add_argument("--k-nodes", type=int, default=65536, help="N of the k rows")
+    parser.add_argument("--big", type=int, default=1048576, help="N of the big-graph row (0: none)")
+    parser.add_argument("--chunk-size", type=int, default=65536)
+    parser.add_argument("--sdpa-max", type=int, default=65536, help="largest N for SDPA (O(N^2))")
+    parser.add_argument("--model-sdpa-max", type=int, default=16384)
+    parser.add_argument("--ptconv-max", type=int, default=65536,
+                        help="largest N for PointTransformerConv (about 80 KB a node)")
+    parser.add_argument("--quick", action="store_true", help="N <= 16k, k at 16k nodes, no big row")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--out", default=None, help="output path without extension")
+    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's default malloc")
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: one row per process
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes = ",".join(s for s in args.sizes.split(",") if int(s) <= 16384)
+        args.model_sizes = ",".join(s for s in args.model_sizes.split(",") if int(s) <= 16384)
+        args.k_nodes, args.big = 16384, 0
+    if args.one:
+        kind, value = args.one[0], int(args.one[1])
+        fn = {"layer": layer_row, "k": k_row, "model": model_row, "big": big_row}[kind]
+        print(json.dumps(fn(value, args)), flush=True)
+        return
+    suffix = "" if args.device == "cpu" else "_" + torch.device(args.device).type
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   "bench_scale" + suffix)
+    argv = [a for a in sys.argv[1:] if a != "--quick"]
+    argv += ["--k-nodes", str(args.k_nodes), "--big", str(args.big)]
+    print(f"# {machine(args.device)}", flush=True)
+    result = {"machine": machine(args.device), "device": args.device,
+              "malloc": "system" if args.system_malloc else "tuned (MALLOC_MMAP_MAX_=0)",
+              "layer": [run_child("layer", n, argv) for n in _ints(args.sizes)],
+              "k": [run_child("k", k, argv) for k in _ints(args.ks)],
+              "model": [run_child("model", n, argv) for n in _ints(args.model_sizes)],
+              "big": run_child("big", args.big, argv) if args.big else None}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    report = render(result, os.path.basename(out) + ".png")
+    with open(out + ".md", "w") as f:
+        f.write(report)
+    plot(result, out + ".png")
+    print("\n" + report)
+
+
+def _ints(text):
+    return [int(s) for s in text.split(",") if s]
+
+
+def _cell(row, name):
+    t = row.get(f"{name}_ms")
+    if t is None:
+        return "-"
+    return f"{t:.0f} ({t / row['funcattn_ms']:.2f}x)" if name != "funcattn" else f"{t:.1f}"
+
+
+def _mib(row, name):
+    m = row.get(f"{name}_mib")
+    return "-" if m is None else f"{m:.0f}"
+
+
+def render(r, png):
+    lines = [f"Machine: {r['machine']}; malloc {r['malloc']}.",
+             "Forward+backward; time in ms (peer / functional attention); peak tensor memory in MiB.",
+             "", f"![cost curve]({png})", "",
+             "**Layer** (channels 128, 8 heads, 64 bases or slices, one graph):", "",
+             "| N | funcattn ms | physics | SDPA | PTConv k=16 | 3 x Linear | funcattn / 3 Linear "
+             "| MiB funcattn | MiB physics | MiB SDPA | MiB PTConv |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["layer"]:
+        lines.append(f"| {row['N']} | {_cell(row, 'funcattn')} | {_cell(row, 'physics')} | "
+                     f"{_cell(row, 'sdpa')} | {_cell(row, 'ptconv')} | {row['linear3_ms']:.1f} | "
+                     f"{row['funcattn_ms'] / row['linear3_ms']:.2f}x | {_mib(row, 'funcattn')} | "
+                     f"{_mib(row, 'physics')} | {_mib(row, 'sdpa')} | {_mib(row, 'ptconv')} |")
+    if r["k"]:
+        lines += ["", f"**Layer versus k** (N = {r['k'][0]['N']}):", "",
+                  "| k | funcattn ms | physics | MiB funcattn | MiB physics |", "|---|---|---|---|---|"]
+        for row in r["k"]:
+            lines.append(f"| {row['k']} | {_cell(row, 'funcattn')} | {_cell(row, 'physics')} | "
+                         f"{_mib(row, 'funcattn')} | {_mib(row, 'physics')} |")
+    if r["model"]:
+        lines += ["", f"**Full model** (lift, {LAYERS} blocks of width {C}, head; one graph):", "",
+                  "| N | FuncAttnNet ms | Transolver-style | softmax transformer | PointTransformer "
+                  "| MiB FuncAttnNet | MiB Transolver | MiB softmax | MiB PointTransformer |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in r["model"]:
+            lines.append(f"| {row['N']} | {_cell(row, 'funcattn')} | {_cell(row, 'physics')} | "
+                         f"{_cell(row, 'sdpa')} | {_cell(row, 'ptconv')} | {_mib(row, 'funcattn')} | "
+                         f"{_mib(row, 'physics')} | {_mib(row, 'sdpa')} | {_mib(row, 'ptconv')} |")
+    big = r["big"]
+    if big:
+        lines += ["", f"**One graph of {big['N']} nodes** (input {big['input_mib']:.0f} MiB; "
+                  f"chunks of {big['chunk_size']} nodes):", "", "| run | time s | peak MiB |",
+                  "|---|---|---|"]
+        for name, text in (("layer_infer", "layer inference, one pass"),
+                           ("layer_infer_chunked", "layer inference, streamed"),
+                           ("layer_fwd_bwd", "layer forward+backward"),
+                           ("model_infer_chunked", f"FuncAttnNet ({LAYERS} blocks) inference, streamed")):
+            lines.append(f"| {text} | {big[name + '_ms'] / 1e3:.1f} | {big[name + '_mib']:.0f} |")
+    lines += ["", "Targets:"] + targets(r)
+    return "\n".join(lines) + "\n"
+
+
+def targets(r):
+    out = []
+    rows = {row["N"]: row for row in r["layer"]}
+    large = [row for row in r["layer"] if row["N"] >= 65536]
+    if large:
+        worst = max(row["funcattn_ms"] / row["physics_ms"] for row in large)
+        out.append(f"- funcattn / physics attention, worst over N >= 64k: {worst:.2f}x (target <= 1.1x)")
+    if 65536 in rows and "sdpa_ms" in rows[65536]:
+        out.append(f"- SDPA / funcattn at N = 64k: "
+                   f"{rows[65536]['sdpa_ms'] / rows[65536]['funcattn_ms']:.0f}x (target >= 50x)")
+    if 262144 in rows:
+        out.append(f"- funcattn / three Linear(128, 128) at N = 256k: "
+                   f"{rows[262144]['funcattn_ms'] / rows[262144]['linear3_ms']:.2f}x (target <= 2.5x)")
+    big = r["big"]
+    if big:
+        out.append(f"- {big['N']}-node graph, inference peak: {big['layer_infer_chunked_mib']:.0f} MiB "
+                   f"streamed, {big['layer_infer_mib']:.0f} MiB one pass (target < 4096 MiB)")
+        out.append(f"- {big['N']}-node graph, forward+backward peak: {big['layer_fwd_bwd_mib']:.0f} MiB "
+                   "(target < 16384 MiB)")
+    return out
+
+
+def plot(r, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    styles = {"funcattn": "o-", "physics": "s-", "sdpa": "^-", "ptconv": "v-", "linear3": "k--"}
+
+    def curves(ax, rows, key, names, value="ms", scale=1e-3):
+        for name in names:
+            pts = [(row[key], row[f"{name}_{value}"] * scale) for row in rows
+                   if row.get(f"{name}_{value}") is not None]
+            if pts:
+                ax.plot(*zip(*pts), styles[name], label=LABELS[name], ms=4)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+
+    curves(axes[0], r["layer"], "N", ("funcattn", "physics", "sdpa", "ptconv", "linear3"))
+    axes[0].set(title="one layer, forward+backward", xlabel="nodes N", ylabel="seconds")
+    axes[0].legend(fontsize=8)
+    curves(axes[1], r["model"], "N", ("funcattn", "physics", "sdpa", "ptconv"))
+    axes[1].set(title=f"full model ({LAYERS} blocks), forward+backward", xlabel="nodes N",
+                ylabel="seconds")
+    if r["k"]:
+        curves(axes[2], r["k"], "k", ("funcattn", "physics"))
+        axes[2].set(title=f"one layer at N = {r['k'][0]['N']}, versus k", xlabel="bases / slices k",
+                    ylabel="seconds")
+    curves(axes[3], r["layer"], "N", ("funcattn", "physics", "sdpa", "ptconv"), value="mib", scale=1.0)
+    axes[3].set(title="one layer, peak memory", xlabel="nodes N", ylabel="MiB")
+    fig.suptitle(f"tg_funcattn cost curve: {r['machine']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    tune_allocator(sys.argv)
+    main()
