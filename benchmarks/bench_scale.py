@@ -11,7 +11,8 @@ floor (three Linear(128, 128) on the same input) and one 1M-node graph.
 Layer: channels 128, 8 heads, 64 bases (slices for physics attention), learned
 basis, one graph.  Full model: ``FuncAttnNet`` (lift, 4 blocks, head; no local
 branch) against the same network with the attention swapped for a peer
-(``peers.PeerNet``).  Every size runs in a fresh process (fresh heap).  Writes
+(``peers.PeerNet``).  Every size runs in a fresh process (fresh heap), the largest ones
+one method per process.  Writes
 ``benchmarks/results/bench_scale{_cuda}.md``, ``.json`` and ``.png`` (log-log).
 """
 import argparse
@@ -23,7 +24,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import fwd_bwd, machine, peak_mib, time_ms, tune_allocator  # noqa: E402
+from common import MALLOC_ENV, fwd_bwd, machine, peak_mib, time_ms, tune_allocator  # noqa: E402
 from peers import PeerNet, PhysicsAttention, PointTransformerPeer, SoftmaxAttention  # noqa: E402
 
 from tg_funcattn.nn import FuncAttnNet, FunctionalAttention  # noqa: E402
@@ -57,19 +58,25 @@ class Model(torch.nn.Module):
         return self.net(x, pos)
 
 
+def layer_methods(n, args):
+    return [m for m in ("funcattn", "physics", "linear3", "sdpa", "ptconv")
+            if (m != "sdpa" or n <= args.sdpa_max) and (m != "ptconv" or n <= args.ptconv_max)]
+
+
 def layer_row(n, args):
     dev = args.device
     torch.manual_seed(0)
     x = torch.randn(n, C, device=dev, requires_grad=True)
-    runs = {"funcattn": fwd_bwd(FunctionalAttention(C, HEADS, BASES).to(dev), x),
-            "physics": fwd_bwd(PhysicsAttention(C, HEADS, BASES).to(dev), x),
-            "linear3": fwd_bwd(ThreeLinear().to(dev), x)}
-    if n <= args.sdpa_max:
-        runs["sdpa"] = fwd_bwd(SoftmaxAttention(C, HEADS).to(dev), x)
-    if n <= args.ptconv_max:
+    make = {"funcattn": lambda: fwd_bwd(FunctionalAttention(C, HEADS, BASES).to(dev), x),
+            "physics": lambda: fwd_bwd(PhysicsAttention(C, HEADS, BASES).to(dev), x),
+            "linear3": lambda: fwd_bwd(ThreeLinear().to(dev), x),
+            "sdpa": lambda: fwd_bwd(SoftmaxAttention(C, HEADS).to(dev), x)}
+    if "ptconv" in layer_methods(n, args):
         pos = torch.rand(n, 3, device=dev)
-        runs["ptconv"] = fwd_bwd(PointTransformerPeer(C).to(dev), x, pos, knn_graph(pos, 16))
-    return _measure({"N": n}, runs, args)
+        edges = knn_graph(pos, 16)
+        make["ptconv"] = lambda: fwd_bwd(PointTransformerPeer(C).to(dev), x, pos, edges)
+    methods = [args.only] if args.only else layer_methods(n, args)
+    return _measure({"N": n}, {m: make[m]() for m in methods}, args)
 
 
 def k_row(k, args):
@@ -81,21 +88,29 @@ def k_row(k, args):
     return _measure({"k": k, "N": n}, runs, args)
 
 
+def model_methods(n, args):
+    return [m for m in ("funcattn", "physics", "sdpa", "ptconv")
+            if (m != "sdpa" or n <= args.model_sdpa_max)
+            and (m != "ptconv" or n <= args.model_ptconv_max)]
+
+
 def model_row(n, args):
     dev = args.device
     torch.manual_seed(0)
     x = torch.randn(n, 3, device=dev)
     pos = torch.rand(n, 3, device=dev)
-    ours = FuncAttnNet(3, C, OUT, num_layers=LAYERS, heads=HEADS, num_bases=BASES).to(dev)
-    runs = {"funcattn": fwd_bwd(Model(ours), x, pos),
-            "physics": fwd_bwd(PeerNet("physics", 6, C, OUT, LAYERS, HEADS, BASES).to(dev), x, pos)}
-    if n <= args.model_sdpa_max:
-        runs["sdpa"] = fwd_bwd(PeerNet("sdpa", 6, C, OUT, LAYERS, HEADS, BASES).to(dev), x, pos)
-    if n <= args.ptconv_max:
-        edges = knn_graph(pos, 16)
-        runs["ptconv"] = fwd_bwd(PeerNet("ptconv", 6, C, OUT, LAYERS, HEADS, BASES).to(dev),
-                                 x, pos, edges)
-    return _measure({"N": n}, runs, args)
+    edges = knn_graph(pos, 16) if "ptconv" in model_methods(n, args) else None
+
+    def peer(kind):
+        return PeerNet(kind, 6, C, OUT, LAYERS, HEADS, BASES).to(dev)
+
+    make = {"funcattn": lambda: fwd_bwd(Model(FuncAttnNet(3, C, OUT, num_layers=LAYERS, heads=HEADS,
+                                                          num_bases=BASES).to(dev)), x, pos),
+            "physics": lambda: fwd_bwd(peer("physics"), x, pos),
+            "sdpa": lambda: fwd_bwd(peer("sdpa"), x, pos),
+            "ptconv": lambda: fwd_bwd(peer("ptconv"), x, pos, edges)}
+    methods = [args.only] if args.only else model_methods(n, args)
+    return _measure({"N": n}, {m: make[m]() for m in methods}, args)
 
 
 def big_row(n, args):
@@ -141,15 +156,44 @@ def _measure(row, runs, args):
     return row
 
 
-def run_child(kind, value, argv):
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", kind, str(value)] + argv
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{kind}={value} failed:\n{result.stderr[-3000:]}")
-    row = json.loads(result.stdout.strip().splitlines()[-1])
+def run_child(kind, value, argv, args, done):
+    """One row, measured in a fresh process (rows in ``done``, from an earlier
+    interrupted run with ``--resume``, are reused).  Layer rows of at least
+    ``--split-above`` nodes measure every method in its own process: the
+    tuned allocator never returns memory, and the peaks of several methods
+    on a 1M-node graph would add up."""
+    key = f"{kind}={value}"
+    if key in done:
+        return done[key]
+    if kind == "layer" and value >= args.split_above:
+        row = {"malloc": "system"}
+        for method in layer_methods(value, args):
+            row.update(_child(kind, value, argv + ["--only", method], system_malloc=True))
+    elif kind == "model" and value >= args.model_split_above:
+        row = {}
+        for method in model_methods(value, args):
+            row.update(_child(kind, value, argv + ["--only", method]))
+    else:
+        row = _child(kind, value, argv)
     print(kind, json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}),
           flush=True)
+    done[key] = row
+    with open(args.partial, "w") as f:
+        json.dump(done, f)
     return row
+
+
+def _child(kind, value, argv, system_malloc=False):
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", kind, str(value)] + argv
+    env = None
+    if system_malloc:  # glibc's default: the tuned heap fragments past 24 GB at 1M nodes
+        env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
+        cmd.append("--system-malloc")
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{kind}={value} failed (exit {result.returncode}; -9 is the OOM killer):\n"
+                         f"{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -164,13 +208,22 @@ def main():
     parser.add_argument("--chunk-size", type=int, default=65536)
     parser.add_argument("--sdpa-max", type=int, default=65536, help="largest N for SDPA (O(N^2))")
     parser.add_argument("--model-sdpa-max", type=int, default=16384)
+    parser.add_argument("--model-ptconv-max", type=int, default=16384,
+                        help="largest N for the PointTransformer network (about 200 KB a node)")
+    parser.add_argument("--model-split-above", type=int, default=65536,
+                        help="model rows this large measure each network in its own process")
     parser.add_argument("--ptconv-max", type=int, default=65536,
                         help="largest N for PointTransformerConv (about 80 KB a node)")
     parser.add_argument("--quick", action="store_true", help="N <= 16k, k at 16k nodes, no big row")
+    parser.add_argument("--split-above", type=int, default=524288,
+                        help="layer rows this large measure each method in its own process")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the rows of an interrupted run (<out>.partial.json)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--out", default=None, help="output path without extension")
     parser.add_argument("--system-malloc", action="store_true", help="keep glibc's default malloc")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: one row per process
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one method of a layer row
     args = parser.parse_args()
     if args.quick:
         args.sizes = ",".join(s for s in args.sizes.split(",") if int(s) <= 16384)
@@ -184,15 +237,20 @@ def main():
     suffix = "" if args.device == "cpu" else "_" + torch.device(args.device).type
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    "bench_scale" + suffix)
-    argv = [a for a in sys.argv[1:] if a != "--quick"]
+    argv = [a for a in sys.argv[1:] if a not in ("--quick", "--resume")]
     argv += ["--k-nodes", str(args.k_nodes), "--big", str(args.big)]
+    args.partial = out + ".partial.json"
+    done = {}
+    if args.resume and os.path.exists(args.partial):
+        with open(args.partial) as f:
+            done = json.load(f)
     print(f"# {machine(args.device)}", flush=True)
     result = {"machine": machine(args.device), "device": args.device,
               "malloc": "system" if args.system_malloc else "tuned (MALLOC_MMAP_MAX_=0)",
-              "layer": [run_child("layer", n, argv) for n in _ints(args.sizes)],
-              "k": [run_child("k", k, argv) for k in _ints(args.ks)],
-              "model": [run_child("model", n, argv) for n in _ints(args.model_sizes)],
-              "big": run_child("big", args.big, argv) if args.big else None}
+              "layer": [run_child("layer", n, argv, args, done) for n in _ints(args.sizes)],
+              "k": [run_child("k", k, argv, args, done) for k in _ints(args.ks)],
+              "model": [run_child("model", n, argv, args, done) for n in _ints(args.model_sizes)],
+              "big": run_child("big", args.big, argv, args, done) if args.big else None}
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
@@ -200,6 +258,7 @@ def main():
     with open(out + ".md", "w") as f:
         f.write(report)
     plot(result, out + ".png")
+    os.remove(args.partial)
     print("\n" + report)
 
 
@@ -221,17 +280,22 @@ def _mib(row, name):
 
 def render(r, png):
     lines = [f"Machine: {r['machine']}; malloc {r['malloc']}.",
-             "Forward+backward; time in ms (peer / functional attention); peak tensor memory in MiB.",
+             "Forward+backward; time in ms (peer / functional attention); peak tensor memory in MiB. "
+             "Times over 20 s are one call (the warm-up, page faults included), not a median of "
+             "several, and their memory is not measured.",
              "", f"![cost curve]({png})", "",
              "**Layer** (channels 128, 8 heads, 64 bases or slices, one graph):", "",
              "| N | funcattn ms | physics | SDPA | PTConv k=16 | 3 x Linear | funcattn / 3 Linear "
              "| MiB funcattn | MiB physics | MiB SDPA | MiB PTConv |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["layer"]:
-        lines.append(f"| {row['N']} | {_cell(row, 'funcattn')} | {_cell(row, 'physics')} | "
+        lines.append(f"| {row['N']}{' *' if row.get('malloc') == 'system' else ''} | {_cell(row, 'funcattn')} | {_cell(row, 'physics')} | "
                      f"{_cell(row, 'sdpa')} | {_cell(row, 'ptconv')} | {row['linear3_ms']:.1f} | "
                      f"{row['funcattn_ms'] / row['linear3_ms']:.2f}x | {_mib(row, 'funcattn')} | "
                      f"{_mib(row, 'physics')} | {_mib(row, 'sdpa')} | {_mib(row, 'ptconv')} |")
+    if any(row.get("malloc") == "system" for row in r["layer"]):
+        lines += ["", "\\* each method in its own process with glibc's default malloc (the tuned heap "
+                  "fragments past this machine's 24 GB), so every method pays its page faults."]
     if r["k"]:
         lines += ["", f"**Layer versus k** (N = {r['k'][0]['N']}):", "",
                   "| k | funcattn ms | physics | MiB funcattn | MiB physics |", "|---|---|---|---|---|"]

@@ -16,4 +16,4 @@ python -m pytest -q tests/test_scale.py tests/test_segment_ops.py -k "cuda or tr
 python benchmarks/bench_kernels.py --device cuda --out "$out/bench_kernels_cuda"
 python benchmarks/bench_scale.py --device cuda --sizes 1024,4096,16384,65536,262144,1048576,4194304 \
     --model-sizes 1024,4096,16384,65536,262144,1048576 --sdpa-max 262144 --model-sdpa-max 65536 \
-    --ptconv-max 262144 --big 4194304 --chunk-size 1048576 --out "$out/bench_scale_cuda"
+    --ptconv-max 262144 --model-ptconv-max 65536 --big 4194304 --chunk-size 1048576 --out "$out/bench_scale_cuda"

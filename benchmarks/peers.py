@@ -9,6 +9,8 @@
   de-slicing; dense ``[B, H, N, k]`` tensors, one graph (no PyG batching).
 * :class:`PointTransformerPeer` -- PyG's ``PointTransformerConv`` on a
   precomputed kNN graph.
+* :class:`PeerNet` -- the network of ``FuncAttnNet`` with one of the above as
+  the token mixer (full-model comparisons).
 """
 import torch
 from torch import nn

@@ -84,11 +84,19 @@ class FunctionalAttention(torch.nn.Module):
     if those can vary.  ``"learned"`` uses no eigenvectors.
 
     Every sum over nodes is taken per graph (no cross-graph leakage, no
-    padding).  Memory beyond the parameters is :math:`O(N(c + Hk))`: no
-    :math:`N \times k \times d` or :math:`N \times N` tensor is formed.  The
-    solve runs in float64 (float32 on devices without it) outside autocast,
-    and :math:`\mathbf{K}^\top\mathbf{K} + \lambda \mathbf{I}` is positive
-    definite, so rank-deficient keys (e.g. a one-node graph) give finite output.
+    padding) by the segment products of :mod:`tg_funcattn.ops` (BLAS on the
+    CPU, Triton kernels for batches on CUDA).  Memory beyond the parameters
+    is :math:`O(N(c + Hk))`: no :math:`N \times k \times d` or
+    :math:`N \times N` tensor is formed, in the forward or the backward
+    pass; ``chunk_size`` streams over the nodes for :math:`O(Nc)` (a graph
+    of a million nodes infers in about 1 GiB).  The solve runs in float64
+    (float32 on devices without it) outside autocast, and
+    :math:`\mathbf{K}^\top\mathbf{K} + \lambda \mathbf{I}` is positive
+    definite, so rank-deficient or badly scaled keys (e.g. a one-node graph)
+    give finite output.  Under bfloat16 autocast the projections, the basis
+    and the segment products run in bfloat16; under float16 the basis and
+    the segment products stay in float32 (float16's range cannot hold the
+    gradient of a nearly empty partition function).
 
     Args:
         channels (int): Size of each input and output sample :math:`c`.
