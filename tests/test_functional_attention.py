@@ -2,8 +2,8 @@ import math
 
 import pytest
 import torch
+from probes import LargestTensor
 from reference import dense_functional_attention, orthonormal_basis
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from tg_funcattn.nn import FunctionalAttention
 
@@ -254,31 +254,28 @@ def test_laplacian_init_equals_laplacian_at_initialisation():
                                fixed(x, batch, mass=mass, basis=basis), atol=1e-10, rtol=1e-8)
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_memory_is_linear_no_n_by_k_by_d(kind):
-    """No tensor of the forward or backward pass is larger than O(N (c + H k)):
-    an N x k x d intermediate (here 8x larger) would show up."""
+    """No tensor of the forward or backward pass, and none that autograd saves,
+    is larger than O(N (c + H k)): an N x k x d intermediate (here 8x larger)
+    would show up."""
     channels, heads, k = 32, 4, 16  # d = 8; N*k*d = 4 * N*H*k... = 128 N
     layer = make_layer(kind, channels, heads, k, dtype=torch.float32)
     x, batch, mass, basis = make_inputs([700, 1300], channels, k, dtype=torch.float32)
     x.requires_grad_(True)
-    with _LargestTensor() as probe:
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with LargestTensor() as probe, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         call(layer, x, batch, mass, basis).sum().backward()
     n = x.shape[0]
     assert probe.largest <= n * (heads * (k + 1) + 2 * channels)
+    assert max(saved) <= n * (heads * (k + 1) + 2 * channels)
+    if kind != "laplacian":
+        assert max(saved) >= n * heads * k  # the [H, N, k] basis is saved: the hook sees it
     assert probe.largest < n * k * channels  # the per-node outer products over all heads
 
 

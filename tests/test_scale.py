@@ -1,5 +1,5 @@
 """Scale: kernel backends (bmm, reference, Triton through its CPU interpreter),
-chunked streaming, memory structure of forward and backward, mixed precision."""
+chunked streaming, mixed precision."""
 import json
 import os
 import subprocess
@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from probes import LargestTensor
 
 from tg_funcattn.nn import FuncAttnNet, FunctionalAttention
-from tg_funcattn.ops import (resolve_backend, segment_backend, segment_matmul_nn,
-                             segment_matmul_tn, segment_sum, set_segment_backend)
+from tg_funcattn.ops import resolve_backend, segment_backend, segment_sum, set_segment_backend
 from tg_funcattn.ops import segment as segment_module
 
 KINDS = ["learned", "laplacian", "laplacian_init"]
@@ -222,21 +222,6 @@ def test_chunked_model_and_bad_chunk_size():
             layer(torch.randn(10, 32), chunk_size=bad)
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor (in elements) any op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def test_chunked_inference_never_holds_the_full_basis():
     """With ``chunk_size`` no intermediate is larger than O(N channels) or
     O(chunk heads k); without it the [heads, N, k] basis exists (so the check
@@ -245,39 +230,12 @@ def test_chunked_inference_never_holds_the_full_basis():
     layer = FunctionalAttention(channels, heads, bases)
     x = torch.randn(n, channels)
     with torch.no_grad():
-        with _LargestTensor() as full:
+        with LargestTensor() as full:
             layer(x)
-        with _LargestTensor() as streamed:
+        with LargestTensor() as streamed:
             layer(x, chunk_size=chunk)
     assert full.largest >= heads * n * bases
     assert streamed.largest <= max(n * channels, chunk * heads * (bases + channels))
-
-
-# --- memory structure of the backward pass -------------------------------------------
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_no_n_by_k_by_d_tensor_in_forward_or_backward(kind):
-    """Neither autograd's saved tensors nor any op of forward and backward
-    forms an N x k x d (or larger) tensor."""
-    n, channels, heads, bases = 2048, 64, 4, 32
-    d = channels // heads
-    layer = FunctionalAttention(channels, heads, bases, kind)
-    x = torch.randn(n, channels, requires_grad=True)
-    basis = None if kind == "learned" else torch.linalg.qr(torch.randn(n, bases))[0] * n ** 0.5
-    mass = torch.full((n,), 1.0 / n)
-    saved = []
-
-    def pack(t):
-        saved.append(t.numel())
-        return t
-
-    with _LargestTensor() as mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(x, mass=mass, basis=basis).sum().backward()
-    limit = n * bases * d
-    assert max(saved) < limit / 2, max(saved)
-    assert mode.largest < limit / 2, mode.largest
-    # the [H, N, k] basis itself is saved (the check sees the big tensors)
-    assert max(saved) >= n * bases
 
 
 # --- mixed precision -------------------------------------------------------------------

@@ -250,7 +250,7 @@ class FunctionalAttention(torch.nn.Module):
             check_mass(mass, num_nodes, x.device)
         psi = self._check_basis(basis, num_nodes, x.device)
 
-        H, d, k = self.heads, self.head_channels, self.num_bases
+        H, k = self.heads, self.num_bases
         dtype = _compute_dtype(x)  # lower under autocast
         weight = self._node_weights(mass, seg, num_nodes, dtype)
         if chunk_size is not None:
