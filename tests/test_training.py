@@ -113,10 +113,13 @@ def test_checkpoint_round_trip_gives_identical_predictions(segmentation_run, tmp
     assert "hyper_parameters" in raw
 
 
-def test_evaluate_reproduces_the_test_metrics(segmentation_run, tmp_path):
+@pytest.mark.parametrize("chunk", [None, "100"])
+def test_evaluate_reproduces_the_test_metrics(segmentation_run, tmp_path, chunk):
+    """Also when streaming over chunks of 100 nodes (cutting through the graphs of a batch)."""
     tmp, out, summary = segmentation_run
+    extra = ["--chunk-size", chunk] if chunk else []
     code = main(["evaluate", "segmentation", "--ckpt", str(out / "checkpoints" / "best.ckpt"),
-                 "--out", str(tmp_path), "--no-progress"])
+                 "--out", str(tmp_path), "--no-progress"] + extra)
     assert code == 0
     evaluated = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     for key in ("accuracy", "instance_miou", "class_miou"):

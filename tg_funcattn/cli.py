@@ -82,6 +82,9 @@ def _common(parser: argparse.ArgumentParser, kind: str) -> None:
                         help="checkpoint to resume training from (or to evaluate with --eval-only)")
     engine.add_argument("--eval-only", action="store_true", help="only evaluate --ckpt")
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
+    engine.add_argument("--chunk-size", type=int, default=None,
+                        help="stream the attention over chunks of this many nodes: for graphs too "
+                             "large for memory (inference in O(N hidden); training recomputes chunks)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", default=f"runs/{kind}", help=f"output folder (default: runs/{kind})")

@@ -149,6 +149,7 @@ def train(args, kind: str) -> Dict:
                                  args.weight_decay, data=settings)
     else:
         task = _task_class(kind)(net, args.lr, args.weight_decay, data=settings)
+    task.chunk_size = args.chunk_size
     trainer, checkpoint = make_trainer(args, out, _monitor(kind, settings))
     trainer.fit(task, _loader(train_set, args, shuffle=True), _loader(val_set, args),
                 ckpt_path=args.ckpt, weights_only=True if args.ckpt else None)
@@ -174,6 +175,7 @@ def evaluate(args, kind: str) -> Dict:
         raise SystemExit("evaluation needs --ckpt PATH (a checkpoint written by training)")
     start = time.time()
     task, kind = load_task(args.ckpt, kind)
+    task.chunk_size = args.chunk_size
     settings = dict(task.hparams.data)
     if args.root:
         settings["root"] = args.root

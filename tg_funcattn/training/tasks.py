@@ -26,6 +26,8 @@ class _FuncAttnTask(L.LightningModule):
     def __init__(self, net: Dict, lr: float, weight_decay: float):
         super().__init__()
         self.model = FuncAttnNet(**net)
+        #: streams the attention over chunks of nodes (a run-time setting, not saved)
+        self.chunk_size: Optional[int] = None
         self._scores: Dict[str, List[Tensor]] = {}
 
     def forward(self, data, return_maps: bool = False):
@@ -35,7 +37,8 @@ class _FuncAttnTask(L.LightningModule):
                      mass=data.mass if "mass" in data else None,
                      basis=data.evecs if uses_basis else None,
                      category=data.category.view(-1) if model.num_categories else None,
-                     batch_size=data.num_graphs, return_maps=return_maps)
+                     batch_size=data.num_graphs, return_maps=return_maps,
+                     chunk_size=self.chunk_size)
 
     def configure_optimizers(self):
         """AdamW with a linear warm-up over 10% of the steps, then cosine decay.
