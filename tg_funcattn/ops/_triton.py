@@ -40,8 +40,8 @@ def _tn_partial_kernel(a_ptr, b_ptr, part_ptr, cstart_ptr, cend_ptr, P, Q,
                        spc, sph, spp, spq,
                        BN: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr,
                        TILES_Q: tl.constexpr, PRECISION: tl.constexpr):
-    c = tl.program_id(0)
-    h = tl.program_id(1)
+    c = tl.program_id(0).to(tl.int64)  # 64-bit offsets: H * N * p passes 2**31 at a few M nodes
+    h = tl.program_id(1).to(tl.int64)
     tile = tl.program_id(2)
     tp = tile // TILES_Q
     tq = tile % TILES_Q
@@ -51,7 +51,7 @@ def _tn_partial_kernel(a_ptr, b_ptr, part_ptr, cstart_ptr, cend_ptr, P, Q,
     offs_q = tq * BQ + tl.arange(0, BQ)
     acc = tl.zeros((BP, BQ), dtype=tl.float32)
     for n0 in range(start, end, BN):
-        offs_n = n0 + tl.arange(0, BN)
+        offs_n = n0 + tl.arange(0, BN)  # n0 is int64: start was loaded from an int64 tensor
         mask_n = offs_n < end
         a = tl.load(a_ptr + h * sah + offs_n[:, None] * san + offs_p[None, :] * sap,
                     mask=mask_n[:, None] & (offs_p[None, :] < P), other=0.0)
@@ -65,22 +65,22 @@ def _tn_partial_kernel(a_ptr, b_ptr, part_ptr, cstart_ptr, cend_ptr, P, Q,
 @triton.jit
 def _sum_chunks_kernel(part_ptr, out_ptr, cptr_ptr, M, BM: tl.constexpr):
     g = tl.program_id(0)
-    offs = tl.program_id(1) * BM + tl.arange(0, BM)
+    offs = tl.program_id(1).to(tl.int64) * BM + tl.arange(0, BM)
     mask = offs < M
     first = tl.load(cptr_ptr + g)
     last = tl.load(cptr_ptr + g + 1)
     acc = tl.zeros((BM,), dtype=tl.float32)
     for c in range(first, last):
-        acc += tl.load(part_ptr + c * M + offs, mask=mask, other=0.0)
-    tl.store(out_ptr + g * M + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        acc += tl.load(part_ptr + c * M + offs, mask=mask, other=0.0)  # c: int64, as cptr
+    tl.store(out_ptr + g.to(tl.int64) * M + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _nn_kernel(a_ptr, c_ptr, out_ptr, batch_ptr, N, P, Q,
                sah, san, sap, scb, sch, scp, scq, soh, son, soq,
                BN: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, PRECISION: tl.constexpr):
-    pid_n = tl.program_id(0)
-    h = tl.program_id(1)
+    pid_n = tl.program_id(0).to(tl.int64)  # 64-bit offsets, as above
+    h = tl.program_id(1).to(tl.int64)
     tq = tl.program_id(2)
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
