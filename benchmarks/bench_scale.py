@@ -2,9 +2,10 @@
 full model versus the number of nodes N (1k ... 1M) and the number of bases k
 (16 ... 256), against full softmax attention (SDPA), Transolver-style physics
 attention and PyG's PointTransformerConv measured in the same run; the cost
-floor (three Linear(128, 128) on the same input) and one 1M-node graph.
+floor (three Linear(128, 128) on the same input) and one 1M-node graph
+(layer and full model, inference and a training step).
 
-    python benchmarks/bench_scale.py                  # the suite (about 30 min on 2 cores)
+    python benchmarks/bench_scale.py                  # the suite (about 50 min on 2 cores)
     python benchmarks/bench_scale.py --quick          # N <= 16k, a few minutes
     python benchmarks/bench_scale.py --device cuda    # the same suite on a GPU
 
@@ -146,6 +147,25 @@ def big_row(n, args):
     return row
 
 
+def big_train_row(n, args):
+    """A training step of the full model on one graph of ``n`` nodes, streamed
+    (attention chunks and blocks checkpointed); its own process, glibc's malloc."""
+    dev = args.device
+    torch.manual_seed(0)
+    model = FuncAttnNet(3, C, OUT, num_layers=LAYERS, heads=HEADS, num_bases=BASES).to(dev)
+    feats, pos = torch.randn(n, 3, device=dev), torch.rand(n, 3, device=dev)
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        model(feats, pos, chunk_size=args.chunk_size).square().mean().backward()
+
+    row = {"N": n, "model_fwd_bwd_chunked_ms": time_ms({"step": step}, max_reps=3, min_reps=1,
+                                                       device=dev)["step"]}
+    row["model_fwd_bwd_chunked_mib"] = peak_mib(step, dev)
+    return row
+
+
 def _measure(row, runs, args):
     for name, ms in time_ms(runs, device=args.device).items():
         row[f"{name}_ms"] = ms
@@ -169,6 +189,8 @@ def run_child(kind, value, argv, args, done):
         row = {"malloc": "system"}
         for method in layer_methods(value, args):
             row.update(_child(kind, value, argv + ["--only", method], system_malloc=True))
+    elif kind == "big_train":
+        row = _child(kind, value, argv, system_malloc=True)
     elif kind == "model" and value >= args.model_split_above:
         row = {}
         for method in model_methods(value, args):
@@ -206,6 +228,8 @@ def main():
     parser.add_argument("--k-nodes", type=int, default=65536, help="N of the k rows")
     parser.add_argument("--big", type=int, default=1048576, help="N of the big-graph row (0: none)")
     parser.add_argument("--chunk-size", type=int, default=65536)
+    parser.add_argument("--no-big-train", action="store_true",
+                        help="skip the full-model training step on the big graph (about 10 min on 2 cores)")
     parser.add_argument("--sdpa-max", type=int, default=65536, help="largest N for SDPA (O(N^2))")
     parser.add_argument("--model-sdpa-max", type=int, default=16384)
     parser.add_argument("--model-ptconv-max", type=int, default=16384,
@@ -231,7 +255,8 @@ def main():
         args.k_nodes, args.big = 16384, 0
     if args.one:
         kind, value = args.one[0], int(args.one[1])
-        fn = {"layer": layer_row, "k": k_row, "model": model_row, "big": big_row}[kind]
+        fn = {"layer": layer_row, "k": k_row, "model": model_row, "big": big_row,
+              "big_train": big_train_row}[kind]
         print(json.dumps(fn(value, args)), flush=True)
         return
     suffix = "" if args.device == "cpu" else "_" + torch.device(args.device).type
@@ -251,6 +276,8 @@ def main():
               "k": [run_child("k", k, argv, args, done) for k in _ints(args.ks)],
               "model": [run_child("model", n, argv, args, done) for n in _ints(args.model_sizes)],
               "big": run_child("big", args.big, argv, args, done) if args.big else None}
+    if args.big and not args.no_big_train:
+        result["big"].update(run_child("big_train", args.big, argv, args, done))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
@@ -319,8 +346,11 @@ def render(r, png):
         for name, text in (("layer_infer", "layer inference, one pass"),
                            ("layer_infer_chunked", "layer inference, streamed"),
                            ("layer_fwd_bwd", "layer forward+backward"),
-                           ("model_infer_chunked", f"FuncAttnNet ({LAYERS} blocks) inference, streamed")):
-            lines.append(f"| {text} | {big[name + '_ms'] / 1e3:.1f} | {big[name + '_mib']:.0f} |")
+                           ("model_infer_chunked", f"FuncAttnNet ({LAYERS} blocks) inference, streamed"),
+                           ("model_fwd_bwd_chunked",
+                            f"FuncAttnNet ({LAYERS} blocks) training step, streamed (own process, glibc malloc)")):
+            if name + "_ms" in big:
+                lines.append(f"| {text} | {big[name + '_ms'] / 1e3:.1f} | {big[name + '_mib']:.0f} |")
     lines += ["", "Targets:"] + targets(r)
     return "\n".join(lines) + "\n"
 

@@ -251,7 +251,7 @@ class FunctionalAttention(torch.nn.Module):
         psi = self._check_basis(basis, num_nodes, x.device)
 
         H, k = self.heads, self.num_bases
-        dtype = _compute_dtype(x)  # lower under autocast
+        dtype = _compute_dtype(x)  # autocast's dtype (float32 for float16)
         weight = self._node_weights(mass, seg, num_nodes, dtype)
         if chunk_size is not None:
             if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
@@ -268,7 +268,7 @@ class FunctionalAttention(torch.nn.Module):
             mat = self._synthesis_matrix(out_coef, r_inv, dtype)
             out = self.lin_out(self._synthesis(phi, mat, seg.ptr))
             if return_maps:
-                bases = phi if r_inv is None else segment_matmul_nn(phi, r_inv.to(dtype), seg.ptr)
+                bases = self._final_basis(phi, r_inv, seg.ptr)
         else:
             out, fmap, bases = self._forward_chunked(x, psi, weight, seg, chunk_size, dtype,
                                                      return_maps)
@@ -337,6 +337,10 @@ class FunctionalAttention(torch.nn.Module):
             return out_coef.transpose(1, 2).reshape(-1, 1, k, H * d)
         return out_coef
 
+    def _final_basis(self, phi: Tensor, r_inv: Optional[Tensor], ptr: Tensor) -> Tensor:
+        """The basis the layer uses (``Phi R^{-1}`` for ``laplacian_init``), for ``return_maps``."""
+        return phi if r_inv is None else segment_matmul_nn(phi, r_inv.to(phi.dtype), ptr)
+
     def _synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
         """``Phi B`` per graph, heads concatenated: ``[n, channels]``."""
         out = segment_matmul_nn(phi, mat, ptr)
@@ -387,8 +391,7 @@ class FunctionalAttention(torch.nn.Module):
             return self.lin_out(self._synthesis(phi, mat_c, ptr_c))
 
         def bases(x_c, psi_c, r_inv_c, ptr_c):
-            phi, _ = self._basis(x_c, psi_c, dtype)
-            return phi if r_inv_c is None else segment_matmul_nn(phi, r_inv_c.to(dtype), ptr_c)
+            return self._final_basis(self._basis(x_c, psi_c, dtype)[0], r_inv_c, ptr_c)
 
         outs, phis = [], []
         for s, e, g0, g1, ptr_c in chunks:

@@ -49,6 +49,9 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor
 
+from .._optional import require
+from .._validation import tracing
+
 __all__ = ["segment_matmul_tn", "segment_matmul_nn", "segment_sum", "BACKENDS",
            "set_segment_backend", "segment_backend", "resolve_backend"]
 
@@ -99,7 +102,6 @@ def resolve_backend(device: torch.device, dtype: torch.dtype, num_graphs: int,
         return "bmm"
     if backend == "triton":
         if not _triton_available():
-            from .._optional import require
             require("triton", "the 'triton' segment backend")
         if device.type != "cuda" and not _interpreting():
             raise RuntimeError(f"the 'triton' segment backend runs on CUDA devices (got {device}); "
@@ -279,6 +281,5 @@ def _torch_scatter_available() -> bool:
 
 
 def _use_torch_scatter(src: Tensor) -> bool:
-    from .._validation import tracing
     return (_backend != "reference" and src.device.type == "cuda" and not tracing()
             and _torch_scatter_available())
