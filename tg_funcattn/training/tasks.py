@@ -58,6 +58,13 @@ class _FuncAttnTask(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    # the tasks define _evaluate(data, stage): the per-shape scores of a batch
+    def validation_step(self, data, batch_idx):
+        self._evaluate(data, "val")
+
+    def test_step(self, data, batch_idx):
+        self._evaluate(data, "test")
+
     def _store(self, stage: str, rows: Tensor) -> None:
         self._scores.setdefault(stage, []).append(rows.detach().float().cpu())
 
@@ -132,12 +139,6 @@ class SegmentationTask(_FuncAttnTask):
             rows.append([c, iou, float((p == t).sum()), float(t.numel())])
         self._store(stage, torch.tensor(rows))
 
-    def validation_step(self, data, batch_idx):
-        self._evaluate(data, "val")
-
-    def test_step(self, data, batch_idx):
-        self._evaluate(data, "test")
-
     def _log_scores(self, stage: str) -> None:
         rows = self._gathered(stage)
         if rows.numel() == 0:
@@ -185,12 +186,6 @@ class RegressionTask(_FuncAttnTask):
     def _evaluate(self, data, stage: str):
         rel = self._relative_l2(data, self(data))
         self._store(stage, torch.stack([torch.zeros_like(rel), rel, rel, torch.ones_like(rel)], 1))
-
-    def validation_step(self, data, batch_idx):
-        self._evaluate(data, "val")
-
-    def test_step(self, data, batch_idx):
-        self._evaluate(data, "test")
 
     def _log_scores(self, stage: str) -> None:
         rows = self._gathered(stage)
