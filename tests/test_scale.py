@@ -12,7 +12,8 @@ import torch
 from probes import LargestTensor
 
 from tg_funcattn.nn import FuncAttnNet, FunctionalAttention
-from tg_funcattn.ops import resolve_backend, segment_backend, segment_sum, set_segment_backend
+from tg_funcattn.ops import (resolve_backend, segment_backend, segment_matmul_nn, segment_matmul_tn,
+                             segment_sum, set_segment_backend)
 from tg_funcattn.ops import segment as segment_module
 
 KINDS = ["learned", "laplacian", "laplacian_init"]
@@ -77,6 +78,19 @@ def test_layer_same_with_reference_backend(kind):
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sizes", [[30], [10, 20]])
+def test_segment_products_keep_the_input_dtype_under_autocast(sizes):
+    """Autocast must not lower the products (it once did for one graph only)."""
+    ptr = torch.tensor([0] + torch.tensor(sizes).cumsum(0).tolist())
+    a, b = torch.randn(2, sum(sizes), 4), torch.randn(2, sum(sizes), 3)
+    c = torch.randn(len(sizes), 2, 4, 3)
+    for amp in (torch.float16, torch.bfloat16):
+        with torch.autocast("cpu", dtype=amp):
+            assert segment_matmul_tn(a, b, ptr).dtype == torch.float32
+            assert segment_matmul_nn(a, c, ptr).dtype == torch.float32
+            assert segment_matmul_tn(a.to(amp), b.to(amp), ptr).dtype == amp
 
 
 def test_segment_sum_matches_dense_loop():
@@ -293,6 +307,9 @@ def test_autocast_ill_conditioned_and_rank_deficient(kind, amp_dtype):
     assert torch.isfinite(out).all()
     err = (out.float() - ref).norm() / ref.norm()
     assert err < 0.05, err
+    with torch.no_grad(), torch.autocast("cpu", dtype=amp_dtype):  # streamed: the same numbers
+        streamed = layer(x, batch, basis=basis, chunk_size=50)
+    assert (streamed.float() - out.float()).norm() / ref.norm() < 0.02
     out.float().square().mean().backward()  # a loss of the usual scale (fp16 has no GradScaler here)
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)

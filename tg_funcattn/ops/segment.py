@@ -10,7 +10,8 @@ occupying nodes ``ptr[g]:ptr[g+1]``:
   ``[H, N, p] x [B, H, p, q] -> [H, N, q]``).
 
 Neither forms an ``N x p x q`` tensor, in the forward or the backward pass,
-and nothing is padded to the largest graph.  Both are registered as
+and nothing is padded to the largest graph.  The result has the dtype of the
+inputs, also inside autocast (the caller chooses the precision).  Both are registered as
 ``torch.library`` custom operators with fake (meta) implementations and
 autograd formulas written in terms of each other, so they run under
 ``torch.compile`` without graph breaks and support double backward.  The
@@ -187,7 +188,8 @@ def segment_matmul_tn(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
     if b.dim() != 3 or b.shape[:2] != a.shape[:2]:
         raise ValueError(f"segment_matmul_tn: 'b' must be [H, N, q] matching 'a' "
                          f"{tuple(a.shape)}, got {tuple(b.shape)}")
-    return _impl("tn", a, ptr)(a, b, ptr)
+    with torch.autocast(a.device.type, enabled=False):  # the dtype of the inputs, always
+        return _impl("tn", a, ptr)(a, b, ptr)
 
 
 @segment_matmul_tn.register_fake
@@ -213,7 +215,8 @@ def segment_matmul_nn(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
         raise ValueError(f"segment_matmul_nn: 'c' must be [B, H, p, q] = "
                          f"[{ptr.numel() - 1}, {a.shape[0]}, {a.shape[2]}, q], "
                          f"got {tuple(c.shape)}")
-    return _impl("nn", a, ptr)(a, c, ptr)
+    with torch.autocast(a.device.type, enabled=False):  # the dtype of the inputs, always
+        return _impl("nn", a, ptr)(a, c, ptr)
 
 
 @segment_matmul_nn.register_fake
