@@ -41,6 +41,9 @@ class FingerprintedDataset(InMemoryDataset):
     * They are loaded with ``torch.load(weights_only=True)`` and no pickle
       fallback.  PyG's ``pre_transform.pt``/``pre_filter.pt`` (read with
       pickle) are neither written nor read.
+
+    Subclasses set ``self._raw``, the raw folder they located (which need not
+    be ``<root>/raw``), before calling ``super().__init__``.
     """
 
     #: Bump when the processed content changes meaning.
@@ -48,6 +51,10 @@ class FingerprintedDataset(InMemoryDataset):
 
     def fingerprint_options(self) -> Dict[str, Any]:
         return {}
+
+    @property
+    def raw_dir(self) -> str:
+        return str(self._raw)
 
     @property
     def fingerprint(self) -> str:

@@ -64,10 +64,6 @@ class MeshRegression(FingerprintedDataset):
                                 "and <split>.txt in <root>/raw or <root> (see MeshRegression)")
 
     @property
-    def raw_dir(self) -> str:
-        return str(self._raw)
-
-    @property
     def raw_file_names(self) -> List[str]:
         return ["meshes", "targets", f"{self.split}.txt"]
 

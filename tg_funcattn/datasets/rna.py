@@ -80,10 +80,6 @@ class RNASurfaceSegmentation(FingerprintedDataset):
         return root / "raw"
 
     @property
-    def raw_dir(self) -> str:
-        return str(self._raw)
-
-    @property
     def raw_file_names(self) -> List[str]:
         return ["off", "labels", "train.txt", "test.txt"]
 

@@ -124,10 +124,6 @@ class ShapeNetPart(FingerprintedDataset):
         return root / "raw"
 
     @property
-    def raw_dir(self) -> str:
-        return str(self._raw)
-
-    @property
     def raw_file_names(self) -> List[str]:
         return ["train_test_split"] + [SHAPENET_CATEGORIES[c] for c in self.categories]
 
