@@ -37,7 +37,7 @@ def product_rows(args):
     rows = []
     dev = args.device
     backends = ["bmm", "reference"]
-    if torch.device(dev).type == "cuda" and seg._triton_available():
+    if torch.device(dev).type == "cuda" and seg._installed("triton"):
         backends.append("triton")
     for total in (16384, 262144):
         for graphs in (1, 32):
@@ -69,7 +69,7 @@ def product_rows(args):
 def sum_rows(args):
     rows = []
     dev = args.device
-    have_scatter = seg._torch_scatter_available()
+    have_scatter = seg._installed("torch_scatter")
     for total, width in ((262144, 128), (262144, 1), (1048576, 128)):
         ptr = layouts(total, 16).to(dev)
         batch = seg._batch(ptr, total)
@@ -119,7 +119,7 @@ def main():
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    "bench_kernels" + suffix)
     backends = ["bmm", "reference"]
-    if torch.device(args.device).type == "cuda" and seg._triton_available():
+    if torch.device(args.device).type == "cuda" and seg._installed("triton"):
         backends.append("triton")
     result = {"machine": machine(args.device), "backends": backends,
               "products": product_rows(args), "sums": sum_rows(args)}

@@ -44,12 +44,12 @@ def test_resolve_backend_rules():
     assert resolve_backend(cpu, torch.float32, 8) == "bmm"
     assert resolve_backend(cuda, torch.float32, 1) == "bmm"  # one graph: cuBLAS
     assert resolve_backend(cuda, torch.float64, 8) == "bmm"  # no float64 Triton path
-    expected = "triton" if segment_module._triton_available() else "bmm"
+    expected = "triton" if segment_module._installed("triton") else "bmm"
     assert resolve_backend(cuda, torch.bfloat16, 8) == expected
     assert resolve_backend(cpu, torch.float32, 8, "reference") == "reference"
     with pytest.raises(ValueError, match="segment backend must be one of"):
         set_segment_backend("cuda")
-    if segment_module._triton_available() and not segment_module._interpreting():
+    if segment_module._installed("triton") and not segment_module._interpreting():
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             resolve_backend(cpu, torch.float32, 2, "triton")
 
@@ -106,7 +106,7 @@ def test_segment_sum_matches_dense_loop():
     assert torch.autograd.gradcheck(lambda s: segment_sum(s[:, 0], ptr), (src,))
 
 
-@pytest.mark.skipif(not segment_module._torch_scatter_available(),
+@pytest.mark.skipif(not segment_module._installed("torch_scatter"),
                     reason="torch_scatter is not installed (pip install 'tg-funcattn[scatter]')")
 def test_segment_sum_torch_scatter_path(monkeypatch):
     """The torch_scatter path (taken on CUDA) forced on the CPU."""
@@ -164,7 +164,7 @@ TRITON_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not segment_module._triton_available(),
+@pytest.mark.skipif(not segment_module._installed("triton"),
                     reason="triton is not installed (pip install 'tg-funcattn[triton]')")
 def test_triton_kernels_agree_in_interpreter():
     """The Triton kernels, run on the CPU by Triton's interpreter, agree with
@@ -182,7 +182,7 @@ def test_triton_kernels_agree_in_interpreter():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.skipif(not segment_module._triton_available(), reason="triton is not installed")
+@pytest.mark.skipif(not segment_module._installed("triton"), reason="triton is not installed")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_triton_layer_matches_bmm(dtype):
     """On a GPU the dispatch picks Triton for batches; it matches cuBLAS."""

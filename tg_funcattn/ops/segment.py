@@ -43,14 +43,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
 
-from .._optional import require
+from .._optional import available, require
 from .._validation import tracing
 
 __all__ = ["segment_matmul_tn", "segment_matmul_nn", "segment_sum", "BACKENDS",
@@ -81,9 +80,8 @@ def segment_backend(name: str) -> Iterator[None]:
         set_segment_backend(previous)
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+#: ``available(name)`` of the optional package, asked once per process
+_installed = functools.lru_cache(maxsize=None)(available)
 
 
 def _interpreting() -> bool:
@@ -98,11 +96,11 @@ def resolve_backend(device: torch.device, dtype: torch.dtype, num_graphs: int,
     backend = _backend if backend is None else backend
     if backend == "auto":
         if (device.type == "cuda" and num_graphs > 1 and dtype in _TRITON_DTYPES
-                and _triton_available()):
+                and _installed("triton")):
             return "triton"
         return "bmm"
     if backend == "triton":
-        if not _triton_available():
+        if not _installed("triton"):
             require("triton", "the 'triton' segment backend")
         if device.type != "cuda" and not _interpreting():
             raise RuntimeError(f"the 'triton' segment backend runs on CUDA devices (got {device}); "
@@ -278,11 +276,6 @@ def segment_sum(src: Tensor, ptr: Tensor, batch: Optional[Tensor] = None) -> Ten
     return src.new_zeros((num_graphs,) + tuple(src.shape[1:])).index_add(0, batch, src)
 
 
-@functools.lru_cache(maxsize=None)
-def _torch_scatter_available() -> bool:
-    return importlib.util.find_spec("torch_scatter") is not None
-
-
 def _use_torch_scatter(src: Tensor) -> bool:
     return (_backend != "reference" and src.device.type == "cuda" and not tracing()
-            and _torch_scatter_available())
+            and _installed("torch_scatter"))
