@@ -308,6 +308,8 @@ def test_rna_sample_loads_messy_meshes_with_shifted_labels(tmp_path):
     ("text", DatasetFormatError, r"1ABC_X.txt, line 1: expected one integer"),
     ("empty_split", DatasetFormatError, r"split file .*train.txt lists no names"),
     ("bad_mesh", DatasetFormatError, r"mesh .*1ABC_X.off"),
+    ("truncated", DatasetFormatError,
+     r"mesh .*1ABC_X.off: the header says 161 faces but only 150 were read"),
 ])
 def test_rna_bad_files_name_the_file(tmp_path, damage, error, match):
     root = copy_sample("rna_surface_segmentation", tmp_path)
@@ -323,6 +325,9 @@ def test_rna_bad_files_name_the_file(tmp_path, damage, error, match):
         labels.write_text("\n".join(["1 2"] + lines[1:]) + "\n")
     elif damage == "empty_split":
         (root / "train.txt").write_text("\n# nothing\n")
+    elif damage == "truncated":  # the last 11 face lines lost
+        mesh = root / "off" / "1ABC_X.off"
+        mesh.write_text("\n".join(mesh.read_text().splitlines()[:-11]) + "\n")
     else:
         (root / "off" / "1ABC_X.off").write_text("OFF\n3 1 0\n0 0 0\n")
     with pytest.raises(error, match=match):

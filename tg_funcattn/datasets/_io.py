@@ -207,7 +207,32 @@ def read_mesh(path):
         raise DatasetFormatError(f"mesh {path} has NaN or infinite vertex coordinates")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise DatasetFormatError(f"mesh {path} has faces referring to missing vertices")
+    if path.suffix.lower() == ".off":
+        _check_off_counts(path, len(vertices), len(faces))
     return vertices, faces
+
+
+def _check_off_counts(path: Path, num_vertices: int, num_triangles: int) -> None:
+    """Compares the counts in an OFF header with what was read: trimesh reads
+    a truncated file without complaint (fewer faces than the header says)."""
+    with open(path, "rb") as f:
+        tokens: List[bytes] = []
+        for line in f:
+            tokens += line.split(b"#", 1)[0].split()
+            if len(tokens) >= 4:
+                break
+    if tokens and tokens[0].upper().endswith(b"OFF"):
+        tokens = tokens[1:]
+    try:
+        header_vertices, header_faces = int(tokens[0]), int(tokens[1])
+    except (IndexError, ValueError):
+        raise DatasetFormatError(f"mesh {path}: no 'OFF' header with vertex and face counts") from None
+    if num_vertices != header_vertices:
+        raise DatasetFormatError(f"mesh {path}: the header says {header_vertices} vertices but "
+                                 f"{num_vertices} were read (truncated or damaged file)")
+    if num_triangles < header_faces:  # polygons are split into triangles: never fewer
+        raise DatasetFormatError(f"mesh {path}: the header says {header_faces} faces but only "
+                                 f"{num_triangles} were read (truncated or damaged file)")
 
 
 # ----------------------------------------------------------------------- atomic saving
