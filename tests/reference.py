@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 PARTITION_EPS = 1e-6
 REL_RIDGE = 1e-10
+GRAM_JITTER = 1e-5
 
 
 def orthonormal_basis(n: int, k: int, mass: torch.Tensor, generator=None) -> torch.Tensor:
@@ -53,13 +54,15 @@ def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, retu
                     u = u_all[:, h * d:(h + 1) * d]
                     p = psi + u @ layer.basis_proj.weight.T + layer.basis_proj.bias
                     gram = p.T @ (m[:, None] * p)
-                    r = torch.linalg.cholesky(gram, upper=True)
+                    jitter = max(GRAM_JITTER, 8 * torch.finfo(x.dtype).eps) * gram.diagonal().mean()
+                    r = torch.linalg.cholesky(gram + jitter * torch.eye(k, dtype=x.dtype), upper=True)
                     phi = p @ torch.linalg.inv(r)
                 coef = phi.T @ (m[:, None] * f)
             q = coef @ layer.lin_q.weight.T
             kk = coef @ layer.lin_k.weight.T
             v = coef @ layer.lin_v.weight.T
-            lam = F.softplus(layer.ridge_raw[h]) + REL_RIDGE * kk.square().sum()
+            raw = layer.ridge_raw[h if layer.ridge_raw.numel() == H else 0]  # per head or shared
+            lam = F.softplus(raw) + REL_RIDGE * kk.square().sum()
             fmap = q @ kk.T @ torch.linalg.inv(kk @ kk.T + lam * torch.eye(k, dtype=x.dtype))
             heads.append(phi @ (fmap @ v))
             maps_g.append(fmap)

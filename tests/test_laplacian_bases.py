@@ -82,18 +82,20 @@ def test_laplacian_init_starts_at_laplacian_and_moves_after_one_step(sphere):
     target = torch.randn(len(pos), 16, dtype=torch.float64)
     out_fixed, bases_fixed, _ = fixed(x, mass=mass, basis=evecs, return_maps=True)
     out_adaptive, bases_adaptive, _ = adaptive(x, mass=mass, basis=evecs, return_maps=True)
-    torch.testing.assert_close(out_adaptive, out_fixed, atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(bases_adaptive, bases_fixed, atol=1e-10, rtol=1e-8)
+    # equal up to the relative jitter (1e-5) of the re-orthonormalisation
+    torch.testing.assert_close(out_adaptive, out_fixed, atol=2e-5 * out_fixed.abs().max().item(), rtol=0)
+    torch.testing.assert_close(bases_adaptive, bases_fixed, atol=1e-5 * bases_fixed.abs().max().item(),
+                               rtol=0)
     optimizer = torch.optim.SGD(adaptive.parameters(), lr=0.1)
     (adaptive(x, mass=mass, basis=evecs) - target).square().mean().backward()
     assert adaptive.basis_proj.weight.grad.abs().max() > 0
     optimizer.step()
     _, bases_after, _ = adaptive(x, mass=mass, basis=evecs, return_maps=True)
     assert (bases_after - bases_fixed).abs().max() > 1e-6
-    # still orthonormal in the mass inner product, per head
+    # still orthonormal in the mass inner product, per head (up to the 1e-5 jitter)
     for h in range(2):
         gram = bases_after[:, h].T @ (mass[:, None] * bases_after[:, h])
-        torch.testing.assert_close(gram, torch.eye(K, dtype=torch.float64), atol=1e-8, rtol=0)
+        torch.testing.assert_close(gram, torch.eye(K, dtype=torch.float64), atol=2e-5, rtol=0)
 
 
 def test_network_on_a_batch_of_meshes_matches_each_alone():

@@ -19,6 +19,12 @@ SOLVES = ("auto", "primal", "dual")
 #: Added to the per-basis mass of the soft partition (the mass of each graph is
 #: normalised to 1 first): bounds ``1/D`` for a basis function with no support.
 PARTITION_EPS = 1e-6
+#: Relative jitter of the Gram matrix re-orthonormalised by ``laplacian_init``:
+#: ``G + eps * mean(diag G) * I`` with ``eps = max(GRAM_JITTER, 8 * machine
+#: epsilon of the sums)``, so that a basis column that vanishes on a graph
+#: (e.g. an eigenfunction of a mesh component that no sampled point hit) gives
+#: a zero column instead of a failed factorisation.
+GRAM_JITTER = 1e-5
 #: Relative floor of the ridge parameter: ``lambda + REL_RIDGE * ||K||_F^2``.
 #: Keeps the Gram matrix well conditioned whatever the scale of the keys.
 REL_RIDGE = 1e-10
@@ -66,8 +72,11 @@ class FunctionalAttention(torch.nn.Module):
     * ``"laplacian_init"``: :math:`\Phi = \mathrm{orth}_M(\Psi + \Delta(\mathbf{u}))`,
       the given basis plus a learned per-head correction whose last layer is
       zero-initialised, re-orthonormalised per graph in the mass inner product
-      (a Cholesky factor of the Gram matrix); equal to :math:`\Psi` at
-      initialisation.
+      (a Cholesky factor of the Gram matrix, with a relative jitter of
+      :math:`10^{-5}` so that a column vanishing on a graph -- an
+      eigenfunction of a mesh component no sampled point hit -- stays zero
+      instead of failing); equal to :math:`\Psi` at initialisation (up to
+      the jitter).
 
     **Invariance to the choice of eigenbasis.**  With ``"laplacian"`` the
     output is exactly invariant to any orthogonal change of basis
@@ -115,6 +124,9 @@ class FunctionalAttention(torch.nn.Module):
             (default: :obj:`0.5`)
         ridge (float, optional): Initial ridge parameter :math:`\lambda`.
             (default: :obj:`1.0`)
+        shared_ridge (bool, optional): One ridge parameter for all heads (as
+            in the authors' models) instead of one per head.
+            (default: :obj:`False`)
         bias (bool, optional): Bias in the input and output projections.
             (default: :obj:`True`)
 
@@ -132,7 +144,8 @@ class FunctionalAttention(torch.nn.Module):
 
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
                  basis: str = "learned", dropout: float = 0.0, *, solve: str = "auto",
-                 temperature: float = 0.5, ridge: float = 1.0, bias: bool = True):
+                 temperature: float = 0.5, ridge: float = 1.0, shared_ridge: bool = False,
+                 bias: bool = True):
         super().__init__()
         for name, value in (("channels", channels), ("heads", heads), ("num_bases", num_bases)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -176,7 +189,8 @@ class FunctionalAttention(torch.nn.Module):
         self.lin_q = Linear(d, d, bias=False)
         self.lin_k = Linear(d, d, bias=False)
         self.lin_v = Linear(d, d, bias=False)
-        self.ridge_raw = Parameter(torch.empty(heads))
+        self.shared_ridge = shared_ridge
+        self.ridge_raw = Parameter(torch.empty(1 if shared_ridge else heads))
         self.lin_out = Linear(channels, channels, bias=bias)
         self.reset_parameters()
 
@@ -199,7 +213,7 @@ class FunctionalAttention(torch.nn.Module):
     @property
     def ridge(self) -> Tensor:
         r"""The ridge parameter :math:`\lambda > 0` per head, ``[H]``."""
-        return F.softplus(self.ridge_raw)
+        return F.softplus(self.ridge_raw).expand(self.heads)
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None, *, mass: Optional[Tensor] = None,
                 basis: Optional[Tensor] = None, batch_size: Optional[int] = None,
@@ -454,17 +468,22 @@ class FunctionalAttention(torch.nn.Module):
         return (mass / total[seg.batch]).to(dtype)
 
     def _inverse_cholesky(self, gram: Tensor) -> Tensor:
-        """``R^{-1}`` in the wide dtype with ``R^T R = gram`` (the mass Gram
-        matrix of the basis ``[B, H, k, k]``), so ``Phi R^{-1}`` is orthonormal."""
+        """``R^{-1}`` in the wide dtype with ``R^T R = gram + jitter`` (the mass
+        Gram matrix of the basis ``[B, H, k, k]``, see :data:`GRAM_JITTER`), so
+        ``Phi R^{-1}`` is orthonormal; directions in which the basis vanishes
+        stay (near) zero instead of being blown up."""
         wide = torch.float64 if _has_float64(gram.device) else torch.float32
+        eps = max(GRAM_JITTER, 8 * torch.finfo(gram.dtype).eps)
         with torch.autocast(gram.device.type, enabled=False):
-            chol, info = torch.linalg.cholesky_ex(gram.to(wide), upper=True)
+            gram = gram.to(wide)
+            eye = torch.eye(self.num_bases, dtype=wide, device=gram.device)
+            scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(wide).tiny)
+            chol, info = torch.linalg.cholesky_ex(gram + eps * scale[..., None, None] * eye,
+                                                  upper=True)
             if not tracing() and bool((info > 0).any()):
                 g = int((info > 0).any(-1).nonzero()[0])
-                raise ValueError(f"the basis of graph {g} is rank deficient in the mass inner "
-                                 "product (duplicate or zero columns, or fewer independent "
-                                 "nodes than num_bases); cannot re-orthonormalise it")
-            eye = torch.eye(self.num_bases, dtype=wide, device=gram.device)
+                raise ValueError(f"the basis of graph {g} has a mass Gram matrix that is not "
+                                 "positive semi-definite; cannot re-orthonormalise it")
             return torch.linalg.solve_triangular(chol, eye, upper=True)
 
     def __repr__(self) -> str:
