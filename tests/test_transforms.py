@@ -219,3 +219,29 @@ def test_sample_mesh_points_errors():
         SampleMeshPoints(10)(flat)
     with pytest.raises(ValueError, match="'num_points' must be a positive int"):
         SampleMeshPoints(0)
+
+
+def test_random_rotation_is_uniform_and_rigid():
+    from tg_funcattn.transforms import RandomRotation, random_rotation
+
+    g = torch.Generator().manual_seed(0)
+    rotations = torch.stack([random_rotation(g) for _ in range(20000)])
+    eye = torch.eye(3, dtype=torch.float64).expand(20000, 3, 3)
+    torch.testing.assert_close(rotations @ rotations.transpose(1, 2), eye)
+    torch.testing.assert_close(torch.linalg.det(rotations), torch.ones(20000, dtype=torch.float64))
+    # a uniform rotation carries a fixed vector to a uniform point of the sphere:
+    # mean 0, second moments I/3, E[z^4] = 1/5 (closed forms)
+    v = rotations[:, :, 2]
+    assert v.mean(0).abs().max() < 0.02
+    torch.testing.assert_close(v.T @ v / len(v), torch.eye(3, dtype=torch.float64) / 3, atol=0.01, rtol=0)
+    assert abs(v[:, 2].pow(4).mean() - 0.2) < 0.01
+    # positions and the kept mesh vertices move together; other attributes stay
+    pos, mesh_pos, y = torch.randn(10, 3), torch.randn(7, 3), torch.arange(10)
+    data = RandomRotation(generator=torch.Generator().manual_seed(1))(
+        Data(pos=pos.clone(), mesh_pos=mesh_pos.clone(), y=y))
+    rotation = random_rotation(torch.Generator().manual_seed(1)).float()
+    torch.testing.assert_close(data.pos, pos @ rotation.T)
+    torch.testing.assert_close(data.mesh_pos, mesh_pos @ rotation.T)
+    assert torch.equal(data.y, y)
+    with pytest.raises(ValueError, match="'data.pos' must be a \\[N, 3\\] tensor"):
+        RandomRotation()(Data(pos=torch.randn(4, 2)))

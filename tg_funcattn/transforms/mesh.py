@@ -172,6 +172,54 @@ class SampleMeshPoints(BaseTransform):
         return f"{self.__class__.__name__}({self.num_points}, keep_mesh={self.keep_mesh})"
 
 
+class RandomRotation(BaseTransform):
+    r"""Rotates ``data.pos`` (and the other point attributes named in
+    ``keys``, e.g. the original vertices ``mesh_pos`` kept by
+    :class:`SampleMeshPoints`) by one rotation drawn uniformly from
+    :math:`SO(3)` (a normalised Gaussian quaternion), about the origin.
+
+    PyG's ``RandomRotate(180, axis)`` composed over three axes is not
+    uniform on :math:`SO(3)`; this is.  Attributes named in ``keys`` that the
+    data does not have are skipped.
+
+    Args:
+        keys (sequence of str, optional): ``[N, 3]`` attributes to rotate.
+            (default: :obj:`("pos", "mesh_pos", "normal")`)
+        generator (torch.Generator, optional): Source of randomness; a
+            generator seeded per example gives fixed rotations (e.g. for a
+            rotated test set). (default: :obj:`None`, torch's global generator)
+    """
+
+    def __init__(self, keys: Sequence[str] = ("pos", "mesh_pos", "normal"),
+                 generator: Optional[torch.Generator] = None):
+        self.keys = tuple(keys)
+        self.generator = generator
+
+    def forward(self, data: Data) -> Data:
+        rotation = random_rotation(self.generator)
+        for key in self.keys:
+            value = data[key] if key in data else None
+            if value is None:
+                continue
+            if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[1] != 3:
+                raise ValueError(f"RandomRotation: 'data.{key}' must be a [N, 3] tensor")
+            data[key] = value @ rotation.to(value).t()
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(keys={self.keys})"
+
+
+def random_rotation(generator: Optional[torch.Generator] = None) -> Tensor:
+    """A ``[3, 3]`` rotation matrix (float64) drawn uniformly from :math:`SO(3)`."""
+    w, x, y, z = torch.nn.functional.normalize(
+        torch.randn(4, dtype=torch.float64, generator=generator), dim=0)
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)]),
+        torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)]),
+        torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)])])
+
+
 def transfer_to_vertices(values: Tensor, point_pos: Tensor, vertex_pos: Tensor,
                          chunk: int = 4096) -> Tensor:
     """Per-point ``values [P, ...]`` carried to every vertex ``[N, ...]`` by its
