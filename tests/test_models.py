@@ -3,7 +3,8 @@ import torch
 from torch_geometric.nn import GCNConv
 
 from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet
-from tg_funcattn.nn.models import _weighted_mean
+from tg_funcattn.nn.models import TRUNC_NORMAL_STD, ResidualLift, _weighted_mean
+from tg_funcattn.nn.presets import PRESETS, preset
 from tg_funcattn._validation import segments
 
 
@@ -139,3 +140,78 @@ def test_net_returns_maps_per_block():
     assert len(maps) == 2
     for bases, fmap in maps:
         assert bases.shape == (30, 2, 4) and fmap.shape == (2, 2, 4, 4)
+
+
+def reference_rna_parameters(c_in=3, width=128, heads=8, layers=4, bases=128, mlp_ratio=2,
+                             classes=260):
+    """Parameters of the authors' RNA model (``FuncAttn`` in ``RNA-Segmentation/src/models/
+    funcattn.py`` of xjffff/FUNCATTN), counted from its architecture: 542,888 for the
+    configuration of its training script (counted there with the authors' class)."""
+    d, hidden = width // heads, mlp_ratio * width
+    lift = (c_in * width + width) + 2 * (width * width + width) + width  # + the placeholder
+    attention = (2 * (width * width + width)  # in_project_x, in_project_fx
+                 + d * bases + bases  # slice projection
+                 + heads  # temperature
+                 + 3 * d * d  # to_q, to_k, to_v (no bias)
+                 + width * width + width  # to_out
+                 + 1)  # alpha, one ridge for all heads
+    mlp = width * hidden + hidden + hidden * width + width
+    block = 2 * 2 * width + attention + mlp  # two LayerNorms
+    return lift + layers * block + width * classes + classes
+
+
+def test_paper_rna_preset_has_the_reference_parameter_count():
+    net = FuncAttnNet.from_preset("paper_rna")
+    assert reference_rna_parameters() == 542_888
+    assert sum(p.numel() for p in net.parameters()) == reference_rna_parameters()
+    assert net.blocks[0].attn.num_bases == 128 and net.norm is None
+    assert isinstance(net.head, torch.nn.Linear) and isinstance(net.lift, ResidualLift)
+    # overrides replace single settings; the recipe travels with the preset
+    small = FuncAttnNet.from_preset("paper_rna", 6, 50, num_bases=32)
+    assert small.blocks[0].attn.num_bases == 32 and small.head.out_features == 50
+    assert preset("paper_rna")["train"] == PRESETS["paper_rna"]["train"]
+    assert preset("paper_rna")["train"]["optimizer"] == "adam"
+    with pytest.raises(ValueError, match="unknown preset 'paper'; known presets: \\['paper_rna'\\]"):
+        FuncAttnNet.from_preset("paper")
+
+
+def test_trunc_normal_init():
+    torch.manual_seed(0)
+    net = FuncAttnNet(0, 64, 10, num_layers=2, heads=4, num_bases=8, init="trunc_normal")
+    linears = [m for part in (net.lift, *net.blocks) for m in part.modules()
+               if isinstance(m, torch.nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert abs(weights.std().item() - TRUNC_NORMAL_STD) < 0.1 * TRUNC_NORMAL_STD
+    assert all(torch.all(m.bias == 0) for m in linears if m.bias is not None)
+    # the head keeps PyTorch's default (as the authors' head), much wider than 0.02
+    assert net.head.weight.std() > 2 * TRUNC_NORMAL_STD
+    # laplacian_init keeps its zero correction, so the basis starts as the given one
+    lap = FuncAttnNet(0, 64, 10, num_layers=2, heads=4, num_bases=8, basis="laplacian_init",
+                      init="trunc_normal")
+    assert all(torch.all(b.attn.basis_proj.weight == 0) for b in lap.blocks)
+    # reset_parameters draws again with the same rule
+    lap.reset_parameters()
+    assert all(torch.all(b.attn.basis_proj.weight == 0) for b in lap.blocks)
+
+
+def test_linear_head_and_residual_lift_compose_as_documented():
+    net = FuncAttnNet(0, 16, 5, num_layers=2, heads=2, num_bases=4, head="linear",
+                      lift="residual").double()
+    pos = torch.rand(30, 3, dtype=torch.float64)
+    lift = net.lift
+    h0 = torch.nn.functional.gelu(lift.lin0(pos))
+    h = lift.lin2(h0 + torch.nn.functional.gelu(lift.lin1(h0))) + lift.offset
+    for block in net.blocks:
+        h = block(h, pos)
+    torch.testing.assert_close(net(None, pos), net.head(h))  # no final norm, one Linear
+    assert 0 <= lift.offset.min() and lift.offset.max() < 1 / 16
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(init="xavier"), "'init' must be one of"),
+    (dict(head="conv"), "'head' must be one of"),
+    (dict(lift="deep"), "'lift' must be one of"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, **kwargs)

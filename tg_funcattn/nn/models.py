@@ -5,6 +5,7 @@ import inspect
 from typing import Callable, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
 
@@ -14,6 +15,12 @@ from ..ops.segment import segment_sum
 from .functional_attention import FunctionalAttention
 
 LOCAL_KINDS = ("point_transformer", "edgeconv")
+LIFTS = ("mlp", "residual")
+HEADS = ("mlp", "linear")
+INITS = ("default", "trunc_normal")
+#: Standard deviation of the ``init="trunc_normal"`` weights (truncated at two
+#: standard deviations), as in the authors' models.
+TRUNC_NORMAL_STD = 0.02
 
 
 class MLP(torch.nn.Sequential):
@@ -27,6 +34,37 @@ class MLP(torch.nn.Sequential):
     def reset_parameters(self):
         self[0].reset_parameters()
         self[3].reset_parameters()
+
+
+class ResidualLift(Module):
+    r"""The lift of the authors' RNA model: ``Linear -> GELU``, a residual
+    ``Linear -> GELU``, ``Linear``, plus a learned offset vector (initialised
+    uniformly in ``[0, 1 / out_channels)``).
+
+    .. math::
+        \mathbf{h}_0 = \sigma(\mathbf{W}_0\mathbf{x}), \quad
+        \mathbf{h}_1 = \mathbf{h}_0 + \sigma(\mathbf{W}_1\mathbf{h}_0), \quad
+        \mathbf{h} = \mathbf{W}_2\mathbf{h}_1 + \mathbf{o}
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.lin0 = Linear(in_channels, out_channels)
+        self.lin1 = Linear(out_channels, out_channels)
+        self.lin2 = Linear(out_channels, out_channels)
+        self.offset = torch.nn.Parameter(torch.empty(out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for lin in (self.lin0, self.lin1, self.lin2):
+            lin.reset_parameters()
+        with torch.no_grad():
+            self.offset.uniform_(0.0, 1.0 / self.offset.numel())
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.gelu(self.lin0(x))
+        h = h + F.gelu(self.lin1(h))
+        return self.lin2(h) + self.offset
 
 
 def _make_local(local: Union[str, Module, Callable[[int], Module]], channels: int) -> Module:
@@ -155,6 +193,13 @@ class FuncAttnNet(Module):
     ``num_categories`` adds a learned embedding of each graph's category to
     every node of that graph.
 
+    The defaults are the configuration that trained best on real RNA
+    surfaces at the CPU budget of ``benchmarks/bench_rna.py`` (PyTorch's
+    initialisation and a single Linear head; see the README, "Results on real
+    data"); on meshes, ``basis="laplacian_init"`` with the surface's
+    eigenbasis was the only kind that learned more than what a point's own
+    position tells.  :meth:`from_preset` builds the authors' RNA model.
+
     Args:
         in_channels (int): Size of the node features ``x`` (``0``: positions only).
         hidden_channels (int): Width of the blocks.
@@ -178,6 +223,17 @@ class FuncAttnNet(Module):
         mlp_ratio (float, optional): MLP width relative to ``hidden_channels``.
             (default: :obj:`2.0`)
         dropout (float, optional): Dropout. (default: :obj:`0.0`)
+        lift (str, optional): ``"mlp"`` (``Linear -> GELU -> Linear`` through
+            ``2 * hidden_channels``) or ``"residual"`` (:class:`ResidualLift`,
+            the authors'). (default: :obj:`"mlp"`)
+        head (str, optional): ``"linear"``, one ``Linear`` on the last
+            block's output (the authors'), or ``"mlp"``, ``LayerNorm`` then
+            ``Linear -> GELU -> Linear``. (default: :obj:`"linear"`)
+        init (str, optional): ``"default"`` (PyTorch's and PyG's
+            initialisation) or ``"trunc_normal"`` (every ``Linear`` of the
+            lift and blocks from a normal of standard deviation 0.02, biases
+            zero, as the authors; on RNA it stayed on the initial plateau).
+            (default: :obj:`"default"`)
         **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
 
     Shapes:
@@ -193,8 +249,13 @@ class FuncAttnNet(Module):
                  basis: str = "learned", task: str = "node", pos_channels: int = 3,
                  num_categories: Optional[int] = None,
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
-                 k: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0, **kwargs):
+                 k: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 lift: str = "mlp", head: str = "linear", init: str = "default", **kwargs):
         super().__init__()
+        for name, value, kinds in (("lift", lift, LIFTS), ("head", head, HEADS),
+                                   ("init", init, INITS)):
+            if value not in kinds:
+                raise ValueError(f"'{name}' must be one of {kinds}, got {value!r}")
         if task not in ("node", "graph"):
             raise ValueError(f"'task' must be 'node' or 'graph', got {task!r}")
         if in_channels < 0 or pos_channels < 0 or in_channels + pos_channels == 0:
@@ -209,15 +270,34 @@ class FuncAttnNet(Module):
         self.pos_channels = pos_channels
         self.num_categories = num_categories
         self.k = k
-        self.lift = MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
+        self.init = init
+        self.lift = (MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
+                     if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
         self.category_emb = None if num_categories is None else \
             torch.nn.Embedding(num_categories, hidden_channels)
         self.blocks = torch.nn.ModuleList([
             FuncAttnBlock(hidden_channels, heads, num_bases, basis, mlp_ratio, dropout, local, k,
                           **kwargs) for _ in range(num_layers)])
-        self.norm = LayerNorm(hidden_channels)
-        self.head = MLP(hidden_channels, hidden_channels, out_channels, dropout)
+        if head == "mlp":
+            self.norm = LayerNorm(hidden_channels)
+            self.head = MLP(hidden_channels, hidden_channels, out_channels, dropout)
+        else:
+            self.norm = None
+            self.head = Linear(hidden_channels, out_channels)
         self.reset_parameters()
+
+    @classmethod
+    def from_preset(cls, name: str, in_channels: int = 0, out_channels: int = 260,
+                    **overrides) -> "FuncAttnNet":
+        r"""A network of a named configuration (see
+        :mod:`tg_funcattn.nn.presets`), e.g. ``"paper_rna"``, the authors'
+        RNA segmentation model.  ``overrides`` replace single settings; the
+        training recipe of the preset is ``presets.preset(name)["train"]``."""
+        from .presets import preset
+
+        settings = preset(name)["net"]
+        settings.update(overrides)
+        return cls(in_channels, out_channels=out_channels, **settings)
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""
@@ -226,8 +306,11 @@ class FuncAttnNet(Module):
             self.category_emb.reset_parameters()
         for block in self.blocks:
             block.reset_parameters()
-        self.norm.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
         self.head.reset_parameters()
+        if self.init == "trunc_normal":
+            _trunc_normal_linears([self.lift, *self.blocks])
 
     def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None, *,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
@@ -301,7 +384,8 @@ class FuncAttnNet(Module):
             if return_maps:
                 h, bases, fmap = h
                 maps.append((bases, fmap))
-        h = _rowwise(self.norm, h, chunk_size)
+        if self.norm is not None:
+            h = _rowwise(self.norm, h, chunk_size)
         if self.task == "graph":
             h = _weighted_mean(h, mass, seg)
         out = _rowwise(self.head, h, chunk_size)
@@ -312,6 +396,22 @@ class FuncAttnNet(Module):
         return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
                 f"{self.out_channels}, num_layers={self.num_layers}, heads={attn.heads}, "
                 f"num_bases={attn.num_bases}, basis='{attn.basis}', task='{self.task}')")
+
+
+def _trunc_normal_linears(modules) -> None:
+    """The authors' initialisation: every ``Linear`` weight drawn from a normal
+    distribution of standard deviation :data:`TRUNC_NORMAL_STD` (truncated at
+    +-2, PyTorch's default bounds), biases zero.  The zero-initialised
+    correction of ``basis="laplacian_init"`` stays zero, so that the basis
+    starts as the given one."""
+    keep = {id(sub.basis_proj) for module in modules for sub in module.modules()
+            if isinstance(sub, FunctionalAttention) and sub.basis == "laplacian_init"}
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, Linear) and id(sub) not in keep:
+                torch.nn.init.trunc_normal_(sub.weight, std=TRUNC_NORMAL_STD)
+                if sub.bias is not None:
+                    torch.nn.init.zeros_(sub.bias)
 
 
 def _rowwise(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: Optional[int]) -> Tensor:
