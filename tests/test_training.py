@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("lightning", reason="training needs the 'train' extra")
 pytest.importorskip("trimesh", reason="the generated data needs the 'mesh' extra")
 
-from tg_funcattn.cli import build_parser, main  # noqa: E402
+from tg_funcattn.cli import DEFAULTS, build_parser, main  # noqa: E402
 from tg_funcattn.training.run import load_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,8 @@ def test_segmentation_example_writes_metrics_checkpoints_logs(segmentation_run):
     assert 0 <= summary["instance_miou"] <= 1
     written = json.loads((out / "metrics.json").read_text())
     assert written["metrics"] == summary and written["config"]["dataset"] == "synthetic"
-    assert written["data"]["shapes"] == 4 and written["net"]["hidden_channels"] == 64
+    assert written["data"]["shapes"] == 4
+    assert written["net"]["hidden_channels"] == DEFAULTS["segmentation"]["hidden"]
     for name in ("best.ckpt", "last.ckpt"):
         assert (out / "checkpoints" / name).stat().st_size > 10_000
     losses = epoch_losses(out, "train_loss")
@@ -188,6 +189,38 @@ def test_rna_sample_trains_and_scores_vertices(tmp_path):
           "--max-epochs", "2", "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert set(metrics) == {"accuracy", "wall_seconds"} and 0 <= metrics["accuracy"] <= 1
+
+
+def test_rna_validation_is_held_out_of_the_training_list():
+    from tg_funcattn.training.data import rna_validation_split
+
+    val, train = rna_validation_split(547)
+    assert len(val) == 55 and len(train) == 492
+    assert sorted(val.tolist() + train.tolist()) == list(range(547))
+    assert torch.equal(rna_validation_split(547)[0], val)  # fixed
+    assert [len(part) for part in rna_validation_split(2)] == [1, 1]
+
+
+def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
+    from tg_funcattn.cli import resolve_defaults
+
+    args = resolve_defaults(build_parser().parse_args(
+        ["train", "segmentation", "--preset", "paper_rna", "--num-bases", "32"]), "segmentation")
+    assert (args.hidden, args.layers, args.heads, args.num_bases) == (128, 4, 8, 32)
+    assert (args.optimizer, args.schedule, args.lr, args.batch_size, args.max_epochs) == \
+        ("adam", "onecycle", 1e-3, 1, 200)
+    assert (args.init, args.head, args.basis) == ("trunc_normal", "linear", "learned")
+    assert args.net_extra == {"lift": "residual", "shared_ridge": True}
+    plain = resolve_defaults(build_parser().parse_args(["train", "segmentation"]), "segmentation")
+    assert plain.net_extra == {} and plain.basis == "auto" and plain.optimizer == "adamw"
+    # a short run with the preset trains the preset's network under the authors' schedule
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "2", "--preset", "paper_rna",
+          "--batch-size", "4", "--points", "96", "--num-bases", "8",
+          "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["net"]["lift"] == "residual" and saved["net"]["init"] == "trunc_normal"
+    task, _ = load_task(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert task.hparams.optimizer == "adam" and task.hparams.schedule == "onecycle"
 
 
 def test_precompute_fills_the_cache(tmp_path):

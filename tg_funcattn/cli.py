@@ -12,7 +12,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+from .nn.presets import PRESETS
+
+#: The defaults of the model and training options.  Segmentation: the best
+#: configuration of ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU
+#: budget (see the README, "Results on real data"); ``basis="auto"`` is
+#: ``laplacian_init`` for meshes (rna) and ``learned`` for point clouds.
+DEFAULTS: Dict[str, Dict[str, object]] = {
+    "segmentation": dict(basis="auto", num_bases=32, hidden=128, layers=4, heads=8, mlp_ratio=2.0,
+                         dropout=0.0, init="default", head="linear", max_epochs=15, batch_size=8,
+                         optimizer="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine"),
+    "regression": dict(basis="learned", num_bases=16, hidden=64, layers=3, heads=4, mlp_ratio=2.0,
+                       dropout=0.0, init="default", head="mlp", max_epochs=150, batch_size=16,
+                       optimizer="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine"),
+}
+#: preset keys (FuncAttnNet arguments and recipe) -> option names
+_PRESET_OPTIONS = {"hidden_channels": "hidden", "num_layers": "layers", "heads": "heads",
+                   "num_bases": "num_bases", "mlp_ratio": "mlp_ratio", "dropout": "dropout",
+                   "init": "init", "head": "head", "optimizer": "optimizer", "lr": "lr",
+                   "weight_decay": "weight_decay", "schedule": "schedule",
+                   "batch_size": "batch_size", "max_epochs": "max_epochs", "points": "points"}
 
 EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints/best.ckpt and "
           "last.ckpt, logs/ (CSV and TensorBoard), and PNG pictures unless --no-viz. "
@@ -50,25 +71,52 @@ def _common(parser: argparse.ArgumentParser, kind: str) -> None:
     data.add_argument("--root", default=None, help="dataset folder (default: datasets/<dataset name>)")
     data.add_argument("--eigen-cache", default=None,
                       help="eigenbasis cache folder for the Laplacian bases (default: <root>/eigen_cache)")
+    data.add_argument("--sign-flip", action="store_true",
+                      help="flip the eigenvectors' signs at random in training (Laplacian bases; "
+                           "default: keep their deterministic signs, which trained better on RNA)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of generated data")
 
+    defaults = DEFAULTS[kind]
+
+    def default(key):
+        return f"(default: {defaults[key]}" + (", or the preset's)" if kind == "segmentation" else ")")
+
     model = parser.add_argument_group("model")
-    model.add_argument("--basis", default="learned", choices=["learned", "laplacian", "laplacian_init"])
-    model.add_argument("--num-bases", type=int, default=16, help="basis functions per head (k)")
-    model.add_argument("--hidden", type=int, default=64)
-    model.add_argument("--layers", type=int, default=3)
-    model.add_argument("--heads", type=int, default=4)
-    model.add_argument("--mlp-ratio", type=float, default=2.0)
-    model.add_argument("--dropout", type=float, default=0.0)
+    if kind == "segmentation":
+        model.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                           help="a published configuration (network and training recipe, e.g. "
+                                "paper_rna: the authors' RNA model); options given explicitly win")
+    model.add_argument("--basis", default=None, choices=["auto", "learned", "laplacian", "laplacian_init"],
+                       help="basis of the attention; auto: laplacian_init on meshes (rna), learned "
+                            "on point clouds " + default("basis"))
+    model.add_argument("--num-bases", type=int, default=None,
+                       help="basis functions per head (k) " + default("num_bases"))
+    model.add_argument("--hidden", type=int, default=None, help="width " + default("hidden"))
+    model.add_argument("--layers", type=int, default=None, help="blocks " + default("layers"))
+    model.add_argument("--heads", type=int, default=None, help="attention heads " + default("heads"))
+    model.add_argument("--mlp-ratio", type=float, default=None,
+                       help="MLP width / width " + default("mlp_ratio"))
+    model.add_argument("--dropout", type=float, default=None, help=default("dropout"))
+    model.add_argument("--init", default=None, choices=["default", "trunc_normal"],
+                       help="weight initialisation: PyTorch's, or trunc_normal (std 0.02, the "
+                            "authors') " + default("init"))
+    model.add_argument("--head", default=None, choices=["mlp", "linear"],
+                       help="output head: LayerNorm + 2-layer MLP, or one Linear " + default("head"))
     model.add_argument("--local", default="none", choices=["none", "point_transformer", "edgeconv"],
                        help="local message-passing branch over a kNN graph (default: none)")
-    model.add_argument("--k-neighbors", type=int, default=16)
+    model.add_argument("--k-neighbors", type=int, default=16, help="(default: 16)")
 
     engine = parser.add_argument_group("training (PyTorch Lightning)")
-    engine.add_argument("--max-epochs", type=int, default=20 if kind == "segmentation" else 150)
-    engine.add_argument("--batch-size", type=int, default=16)
-    engine.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (10%% warm-up, cosine decay)")
-    engine.add_argument("--weight-decay", type=float, default=1e-4)
+    engine.add_argument("--max-epochs", type=int, default=None, help=default("max_epochs"))
+    engine.add_argument("--batch-size", type=int, default=None,
+                        help="shapes per step " + default("batch_size"))
+    engine.add_argument("--optimizer", default=None, choices=["adamw", "adam"], help=default("optimizer"))
+    engine.add_argument("--lr", type=float, default=None, help="peak learning rate " + default("lr"))
+    engine.add_argument("--weight-decay", type=float, default=None, help=default("weight_decay"))
+    engine.add_argument("--schedule", default=None, choices=["cosine", "onecycle"],
+                        help="cosine: linear warm-up over 10%% of the steps, then cosine decay, per "
+                             "step; onecycle: PyTorch's OneCycleLR stepped once per epoch (the "
+                             "authors') " + default("schedule"))
     engine.add_argument("--devices", default="auto", help="devices per node, e.g. 1, 4 or auto")
     engine.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     engine.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs or nodes")
@@ -134,9 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_defaults(args: argparse.Namespace, kind: str) -> argparse.Namespace:
+    """Fills the options left unset: from ``--preset`` if given (its network
+    settings that have no option, e.g. ``lift``, go to ``args.net_extra``),
+    else from :data:`DEFAULTS`."""
+    args.net_extra = {}
+    chosen = getattr(args, "preset", None)
+    if chosen:
+        settings = {**PRESETS[chosen]["net"], **PRESETS[chosen]["train"]}
+        for key, value in settings.items():
+            option = _PRESET_OPTIONS.get(key)
+            if option is None:
+                args.net_extra[key] = value
+            elif getattr(args, option, None) is None:
+                setattr(args, option, value)
+        if args.basis is None:
+            args.basis = "learned"
+    for key, value in DEFAULTS[kind].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .training import run
+
+    if args.command in ("train", "evaluate"):
+        resolve_defaults(args, args.kind)
 
     if args.command == "train":
         result = run.train(args, args.kind)

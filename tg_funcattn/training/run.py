@@ -23,7 +23,8 @@ SEGMENTATION, REGRESSION = "segmentation", "regression"
 def data_settings(args, kind: str) -> Dict:
     """The data part of the configuration, plain values only (kept in checkpoints)."""
     settings = {"dataset": args.dataset, "root": args.root or default_root(args.dataset),
-                "basis": args.basis, "num_bases": args.num_bases, "eigen_cache": args.eigen_cache,
+                "basis": resolve_basis(args.basis, args.dataset), "num_bases": args.num_bases,
+                "eigen_cache": args.eigen_cache, "sign_flip": getattr(args, "sign_flip", False),
                 "data_seed": args.data_seed}
     if kind == SEGMENTATION:
         points = args.points if args.points is not None else {"synthetic": 1024, "rna": 4096}.get(args.dataset)
@@ -38,13 +39,27 @@ def data_settings(args, kind: str) -> Dict:
     return settings
 
 
+#: datasets of meshes, where ``--basis auto`` takes the Laplacian-initialised basis
+MESH_DATASETS = ("rna",)
+
+
+def resolve_basis(basis: str, dataset: str) -> str:
+    """``auto``: ``laplacian_init`` on meshes (eigenbases of the surface, the
+    best FuncAttnNet on real RNA surfaces), ``learned`` on point clouds."""
+    if basis != "auto":
+        return basis
+    return "laplacian_init" if dataset in MESH_DATASETS else "learned"
+
+
 def net_settings(args, info: Dict, kind: str) -> Dict:
     return {"in_channels": info["in_channels"], "hidden_channels": args.hidden,
             "out_channels": info["num_classes"] if kind == SEGMENTATION else info["out_channels"],
             "num_layers": args.layers, "heads": args.heads, "num_bases": args.num_bases,
-            "basis": args.basis, "num_categories": info.get("num_categories"),
+            "basis": resolve_basis(args.basis, args.dataset),
+            "num_categories": info.get("num_categories"),
             "local": None if args.local == "none" else args.local, "k": args.k_neighbors,
-            "mlp_ratio": args.mlp_ratio, "dropout": args.dropout}
+            "mlp_ratio": args.mlp_ratio, "dropout": args.dropout, "init": args.init,
+            "head": args.head, **getattr(args, "net_extra", {})}
 
 
 def build_data(kind: str, settings: Dict):
@@ -87,9 +102,13 @@ def make_trainer(args, out: Path, monitor, testing: bool = False):
     if available("tensorboard"):
         loggers.append(TensorBoardLogger(save_dir=str(out), name="logs", version="tensorboard"))
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor=monitor[0],
-                                 mode=monitor[1], save_last=True, enable_version_counter=False)
+                                 mode=monitor[1], enable_version_counter=False)
+    # last.ckpt after every epoch: Lightning 2.6's save_last=True writes it only when the
+    # best checkpoint improves, so a resume could lose the epochs since then
+    last = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", monitor=None,
+                           save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     trainer = L.Trainer(max_epochs=args.max_epochs, devices=args.devices, strategy=args.strategy,
-                        logger=loggers, callbacks=[checkpoint], log_every_n_steps=10,
+                        logger=loggers, callbacks=[checkpoint, last], log_every_n_steps=10,
                         limit_train_batches=args.limit_batches, limit_val_batches=args.limit_batches,
                         **common)
     return trainer, checkpoint
@@ -144,18 +163,20 @@ def train(args, kind: str) -> Dict:
     L.seed_everything(args.seed, workers=True, verbose=False)
     train_set, val_set, tests, info = build_data(kind, settings)
     net = net_settings(args, info, kind)
+    optim = dict(lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
+                 schedule=args.schedule)
     if kind == SEGMENTATION:
-        task = _task_class(kind)(net, info["part_mask"], info["category_names"], args.lr,
-                                 args.weight_decay, data=settings)
+        task = _task_class(kind)(net, info["part_mask"], info["category_names"], data=settings,
+                                 **optim)
     else:
-        task = _task_class(kind)(net, args.lr, args.weight_decay, data=settings)
+        task = _task_class(kind)(net, data=settings, **optim)
     task.chunk_size = args.chunk_size
     trainer, checkpoint = make_trainer(args, out, _monitor(kind, settings))
     trainer.fit(task, _loader(train_set, args, shuffle=True), _loader(val_set, args),
                 ckpt_path=args.ckpt, weights_only=True if args.ckpt else None)
     if not trainer.is_global_zero:  # the other processes of a distributed run are done
         return None
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = checkpoint.best_model_path or str(out / "checkpoints" / "last.ckpt")
     tester = trainer if trainer.world_size == 1 else make_trainer(args, out, None, testing=True)[0]
     results = _test_metrics(tester, task, tests, args, ckpt_path=best)
     summary = _summary(kind, results)

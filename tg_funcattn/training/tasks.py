@@ -23,7 +23,7 @@ from ..transforms.mesh import transfer_to_vertices
 class _FuncAttnTask(L.LightningModule):
     """Model construction, inputs from a PyG batch, optimiser and schedule."""
 
-    def __init__(self, net: Dict, lr: float, weight_decay: float):
+    def __init__(self, net: Dict):
         super().__init__()
         self.model = FuncAttnNet(**net)
         #: streams the attention over chunks of nodes (a run-time setting, not saved)
@@ -41,11 +41,20 @@ class _FuncAttnTask(L.LightningModule):
                      chunk_size=self.chunk_size)
 
     def configure_optimizers(self):
-        """AdamW with a linear warm-up over 10% of the steps, then cosine decay.
-        The schedule is a function of the trainer's current total, so resuming
-        with a larger ``max_epochs`` stretches it instead of failing."""
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)
+        """``optimizer`` (AdamW or Adam) under ``schedule``: ``"cosine"``, a
+        linear warm-up over 10% of the steps then cosine decay, stepped per
+        step; ``"onecycle"``, PyTorch's ``OneCycleLR`` (30% rise, final
+        learning rate ``lr / 25000``) stepped once per epoch, as the authors
+        train.  The schedules are functions of the trainer's current total, so
+        resuming with a larger ``max_epochs`` stretches them instead of failing."""
+        hp = self.hparams
+        make = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = make(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "onecycle":
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=hp.lr, total_steps=max(2, int(self.trainer.max_epochs)),
+                pct_start=0.3, final_div_factor=1000)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, total // 10)
 
@@ -90,17 +99,21 @@ class SegmentationTask(_FuncAttnTask):
         part_mask (list, optional): ``[categories][parts]`` booleans for part
             segmentation; ``None`` for plain segmentation.
         category_names (list, optional): Names for per-category results.
-        lr (float, optional): Peak learning rate (warm-up, then cosine decay).
-            (default: ``2e-3``)
-        weight_decay (float, optional): AdamW weight decay. (default: ``1e-4``)
+        lr (float, optional): Peak learning rate. (default: ``2e-3``)
+        weight_decay (float, optional): Weight decay. (default: ``1e-4``)
+        optimizer (str, optional): ``"adamw"`` or ``"adam"``. (default: ``"adamw"``)
+        schedule (str, optional): ``"cosine"`` (warm-up, then cosine decay,
+            per step) or ``"onecycle"`` (per epoch, the authors').
+            (default: ``"cosine"``)
         data (dict, optional): The data settings, kept in the checkpoint so
             evaluation rebuilds the same data.
     """
 
     def __init__(self, net: Dict, part_mask: Optional[List[List[bool]]] = None,
                  category_names: Optional[List[str]] = None, lr: float = 2e-3,
-                 weight_decay: float = 1e-4, data: Optional[Dict] = None):
-        super().__init__(net, lr, weight_decay)
+                 weight_decay: float = 1e-4, data: Optional[Dict] = None,
+                 optimizer: str = "adamw", schedule: str = "cosine"):
+        super().__init__(net)
         self.save_hyperparameters()
         mask = torch.tensor(part_mask, dtype=torch.bool) if part_mask is not None else None
         self.register_buffer("part_mask", mask, persistent=False)
@@ -160,12 +173,12 @@ class RegressionTask(_FuncAttnTask):
 
     Args:
         net (dict): Keyword arguments of :class:`~tg_funcattn.nn.FuncAttnNet`.
-        lr, weight_decay, data: As in :class:`SegmentationTask`.
+        lr, weight_decay, data, optimizer, schedule: As in :class:`SegmentationTask`.
     """
 
     def __init__(self, net: Dict, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 data: Optional[Dict] = None):
-        super().__init__(net, lr, weight_decay)
+                 data: Optional[Dict] = None, optimizer: str = "adamw", schedule: str = "cosine"):
+        super().__init__(net)
         self.save_hyperparameters()
 
     def _relative_l2(self, data, pred: Tensor) -> Tensor:
