@@ -83,7 +83,7 @@ def main():
     torch.manual_seed(0)
     models = {"per-point MLP": PointMLP(),
               "FuncAttnNet": FuncAttnNet(3, 64, NUM_SHAPENET_PARTS, num_layers=3, heads=4, num_bases=16,
-                                         num_categories=len(SHAPENET_CATEGORIES))}
+                                         num_categories=len(SHAPENET_CATEGORIES), head="mlp")}
     rows = {name: train_and_test(model, train, test, args.epochs) for name, model in models.items()}
     lines = [f"Machine: {machine()}. SyntheticParts, {len(train)} train / {len(test)} test shapes of "
              f"~512 points, {args.epochs} epochs, same optimiser.", "",

@@ -232,8 +232,8 @@ class FuncAttnNet(Module):
         init (str, optional): ``"default"`` (PyTorch's and PyG's
             initialisation) or ``"trunc_normal"`` (every ``Linear`` of the
             lift and blocks from a normal of standard deviation 0.02, biases
-            zero, as the authors; on RNA it stayed on the initial plateau).
-            (default: :obj:`"default"`)
+            zero, as the authors; on RNA it trained 9 points of accuracy
+            below the default, 23 with the MLP head). (default: :obj:`"default"`)
         **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
 
     Shapes:
