@@ -18,8 +18,10 @@ from .nn.presets import PRESETS
 
 #: The defaults of the model and training options.  Segmentation: the best
 #: configuration of ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU
-#: budget (see the README, "Results on real data"); ``basis="auto"`` is
-#: ``laplacian_init`` for meshes (rna) and ``learned`` for point clouds.
+#: budget without a local branch (``--local edgeconv --k-neighbors 8`` added
+#: about 9 points at about 6x the time per epoch; see the README, "Results on
+#: real data"); ``basis="auto"`` is ``laplacian_init`` for meshes (rna) and
+#: ``learned`` for point clouds.
 DEFAULTS: Dict[str, Dict[str, object]] = {
     "segmentation": dict(basis="auto", num_bases=32, hidden=128, layers=4, heads=8, mlp_ratio=2.0,
                          dropout=0.0, init="default", head="linear", max_epochs=15, batch_size=8,
