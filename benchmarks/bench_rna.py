@@ -78,6 +78,7 @@ from peers import DGCNN, PeerNet, PointNet2  # noqa: E402
 
 from tg_funcattn.datasets import NUM_RNA_CLASSES, RNASurfaceSegmentation  # noqa: E402
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
+from tg_funcattn.training.data import rna_validation_split  # noqa: E402
 from tg_funcattn.nn.presets import preset  # noqa: E402
 from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh,  # noqa: E402
                                     RandomEigenvectorSignFlip, RandomRotation, SampleMeshPoints,
@@ -192,9 +193,8 @@ def load_splits(args, with_basis):
     pre = Compose(steps)
     train = RNASurfaceSegmentation(args.root, "train", pre_transform=pre)
     test = RNASurfaceSegmentation(args.root, "test", pre_transform=pre)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
-    val_ids = order[:args.val]
-    train_ids = order[args.val:] if args.full else order[args.val:args.val + args.train]
+    val_ids, rest = (ids.tolist() for ids in rna_validation_split(len(train), args.val / len(train)))
+    train_ids = rest if args.full else rest[:args.train]
     return ([train[i] for i in train_ids], [train[i] for i in val_ids],
             [test[i] for i in range(len(test))])
 

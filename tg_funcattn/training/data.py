@@ -27,7 +27,8 @@ def _pre_transforms(settings: Dict, normalize: Optional[str] = None):
     eigenbasis for the Laplacian bases, with sign-flip augmentation if
     ``settings["sign_flip"]`` (off by default: on RNA surfaces the
     deterministic signs of :class:`LaplacianEigenbasis` trained
-    ``laplacian_init`` to 45% validation accuracy, random flips to 37%)."""
+    ``laplacian_init`` to 52.0% validation accuracy, random flips to 38.3%;
+    ``benchmarks/results/bench_rna{,_sign_flip}.md``)."""
     steps = [NormalizeMesh(normalize)] if normalize else []
     augment = []
     if settings["basis"] != "learned":
