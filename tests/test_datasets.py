@@ -288,6 +288,41 @@ def test_synthetic_parts_interrupted_generation_is_redone(tmp_path, monkeypatch)
     assert len(SyntheticParts(tmp_path, split="train", **kwargs)) == 4
 
 
+def test_generated_raw_folder_keeps_the_copy_renamed_first(tmp_path):
+    settings = {"seed": 0}
+
+    def write(text):
+        return lambda folder: (folder / "data.txt").write_text(text)
+
+    inner = []
+
+    def slow(folder):  # another process completes the same folder meanwhile
+        (folder / "data.txt").write_text("second")
+        inner.append(dio.generated_raw_folder(tmp_path, settings, write("first")))
+
+    target = dio.generated_raw_folder(tmp_path, settings, slow)
+    assert inner == [target] and target.name.startswith("raw_")
+    assert (target / "data.txt").read_text() == "first"
+    assert json.loads((target / "generator.json").read_text()) == settings
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no staging folder left
+    assert dio.generated_raw_folder(tmp_path, settings, write("third")) == target
+    assert (target / "data.txt").read_text() == "first"  # generated once
+
+
+def test_atomic_write_failure_keeps_the_previous_file(tmp_path):
+    from tg_funcattn._io import atomic_write
+
+    path = tmp_path / "entry.bin"
+    atomic_write(path, lambda f: f.write(b"complete"))
+
+    def crash(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed")
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, crash)
+    assert path.read_bytes() == b"complete" and [p.name for p in tmp_path.iterdir()] == ["entry.bin"]
+
+
 # ------------------------------------------------------------------------------ RNA
 def test_rna_sample_loads_messy_meshes_with_shifted_labels(tmp_path):
     root = copy_sample("rna_surface_segmentation", tmp_path)

@@ -1,7 +1,9 @@
-"""Reading raw dataset files with clear errors, safe archive extraction and
-atomic writes."""
+"""Raw dataset files: reading them with clear errors, safe archive extraction,
+generated raw folders."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import stat
@@ -12,7 +14,6 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 
 class DatasetFormatError(ValueError):
@@ -114,6 +115,40 @@ def install_archive(archive, root, looks_right: Callable[[Path], bool], help_tex
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def generated_raw_folder(root, settings: dict, generate: Callable[[Path], None],
+                         manifest: Optional[dict] = None) -> Path:
+    """``root/raw_<hash of settings>``: the raw files of a generated dataset,
+    made once.
+
+    ``generate(folder)`` writes them into a temporary folder next to the
+    target, which receives ``generator.json`` (``manifest``, by default
+    ``settings``) and is renamed into place when complete, so an interrupted
+    run leaves nothing that looks complete.  When two processes generate at
+    once, the first rename wins and the other copy is discarded.
+    """
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    target = Path(root) / f"raw_{digest}"
+    if (target / "generator.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".generating-"))
+    try:
+        generate(staging)
+        (staging / "generator.json").write_text(
+            json.dumps(settings if manifest is None else manifest, indent=1))
+        if not (target / "generator.json").is_file():  # no folder, or an incomplete one
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "generator.json").is_file():
+                raise
+            # another process renamed its complete copy into place first
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 # ------------------------------------------------------------------------ text formats
@@ -233,25 +268,6 @@ def _check_off_counts(path: Path, num_vertices: int, num_triangles: int) -> None
     if num_triangles < header_faces:  # polygons are split into triangles: never fewer
         raise DatasetFormatError(f"mesh {path}: the header says {header_faces} faces but only "
                                  f"{num_triangles} were read (truncated or damaged file)")
-
-
-# ----------------------------------------------------------------------- atomic saving
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: an
-    interrupted run never leaves a file that looks complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_lines(path, lines: Iterable[str]) -> None:

@@ -7,13 +7,13 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List
 
 import torch
-from torch_geometric.data import InMemoryDataset
+from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.data.dataset import files_exist
 
-from ._io import atomic_torch_save
+from .._io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,18 @@ class FingerprintedDataset(InMemoryDataset):
         log.info("processing %s into %s", type(self).__name__, self.processed_dir)
         self.process()
 
+    def pre_processed(self, examples: Iterable[Data]) -> List[Data]:
+        """The ``examples`` that ``pre_filter`` keeps, each passed through
+        ``pre_transform`` (read one at a time when ``examples`` is lazy)."""
+        kept = []
+        for example in examples:
+            if self.pre_filter is None or self.pre_filter(example):
+                kept.append(example if self.pre_transform is None else self.pre_transform(example))
+        return kept
+
     def save_split(self, data_list: List, path) -> None:
         data, slices = self.collate(data_list)
-        atomic_torch_save((data.to_dict(), slices, data.__class__), path)
+        atomic_write(path, lambda f: torch.save((data.to_dict(), slices, data.__class__), f))
 
     def load_split(self, path) -> None:
         """Loads a processed split; an unreadable one (truncated, corrupt, from

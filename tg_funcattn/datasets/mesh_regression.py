@@ -1,20 +1,16 @@
 """Regression on meshes: a documented on-disk format and a generated operator-learning task."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
 
 from .._optional import require
-from ._io import DatasetFormatError, read_mesh, read_name_list, write_lines
+from ._io import (DatasetFormatError, generated_raw_folder, read_mesh, read_name_list,
+                  write_lines)
 from .base import FingerprintedDataset
 
 MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb", ".gltf")
@@ -137,7 +133,11 @@ class MeshRegression(FingerprintedDataset):
         return y, None if x is None else x.astype(np.float32), path
 
     def process(self):
-        items, first = [], None
+        self.save_split(self.pre_processed(self._read_split()), self.processed_paths[0])
+
+    def _read_split(self) -> Iterator[Data]:
+        """The examples of the split, checked to have one kind of target."""
+        first = None
         for name in read_name_list(self._raw / f"{self.split}.txt"):
             example = self._read(name)
             kind = ("face_y" if "face_y" in example else "y",
@@ -150,12 +150,7 @@ class MeshRegression(FingerprintedDataset):
                     f"targets of split '{self.split}' differ: '{first[0]}' has {first[1]} but "
                     f"'{name}' has {kind} ((target key, trailing shape, has input x)); keep one "
                     "kind of target per split")
-            if self.pre_filter is not None and not self.pre_filter(example):
-                continue
-            if self.pre_transform is not None:
-                example = self.pre_transform(example)
-            items.append(example)
-        self.save_split(items, self.processed_paths[0])
+            yield example
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({len(self)}, split='{self.split}')"
@@ -213,9 +208,7 @@ class MeshOperatorRegression(MeshRegression):
         self.level = level
         self.settings = {"target": target, "levels": list(levels), "num_shapes": num_shapes,
                          "seed": seed, "generator_version": 1}
-        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
-        generated = Path(root) / f"raw_{digest}"
-        self._generate(generated)
+        generated = generated_raw_folder(root, self.settings, self._generate)
         self._level_dir = generated / f"level_{level}"
         super().__init__(root, split, transform, pre_transform, pre_filter, force_reload)
 
@@ -225,38 +218,27 @@ class MeshOperatorRegression(MeshRegression):
     def fingerprint_options(self):
         return {**super().fingerprint_options(), **self.settings, "level": self.level}
 
-    def _generate(self, target_dir: Path) -> None:
-        if (target_dir / "generator.json").is_file():
-            return
+    def _generate(self, folder: Path) -> None:
         trimesh = require("trimesh", "MeshOperatorRegression")
-        target_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target_dir.parent, prefix=".generating-"))
-        try:
-            rng = np.random.default_rng(self.settings["seed"])
-            levels = self.settings["levels"]
-            spheres = {lv: trimesh.creation.icosphere(subdivisions=lv) for lv in levels}
-            names = [f"shape_{i:04d}" for i in range(self.settings["num_shapes"])]
-            num_coarse = len(spheres[levels[0]].vertices)
-            for name in names:
-                shape = _random_deformation(rng, num_coarse)
-                for lv in levels:
-                    folder = staging / f"level_{lv}"
-                    (folder / "meshes").mkdir(parents=True, exist_ok=True)
-                    (folder / "targets").mkdir(exist_ok=True)
-                    vertices, faces = _deform(spheres[lv], shape)
-                    x, y = _operator_pair(vertices, faces, shape["source"], self.settings["target"])
-                    trimesh.Trimesh(vertices, faces, process=False).export(folder / "meshes" / f"{name}.ply")
-                    np.savez(folder / "targets" / f"{name}.npz", x=x, y=y)
-            cut = int(round(0.8 * len(names)))
+        rng = np.random.default_rng(self.settings["seed"])
+        levels = self.settings["levels"]
+        spheres = {lv: trimesh.creation.icosphere(subdivisions=lv) for lv in levels}
+        names = [f"shape_{i:04d}" for i in range(self.settings["num_shapes"])]
+        num_coarse = len(spheres[levels[0]].vertices)
+        for name in names:
+            shape = _random_deformation(rng, num_coarse)
             for lv in levels:
-                write_lines(staging / f"level_{lv}" / "train.txt", names[:cut])
-                write_lines(staging / f"level_{lv}" / "test.txt", names[cut:])
-            (staging / "generator.json").write_text(json.dumps(self.settings, indent=1))
-            if target_dir.exists():  # an interrupted earlier run without generator.json
-                shutil.rmtree(target_dir)
-            os.replace(staging, target_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                level_dir = folder / f"level_{lv}"
+                (level_dir / "meshes").mkdir(parents=True, exist_ok=True)
+                (level_dir / "targets").mkdir(exist_ok=True)
+                vertices, faces = _deform(spheres[lv], shape)
+                x, y = _operator_pair(vertices, faces, shape["source"], self.settings["target"])
+                trimesh.Trimesh(vertices, faces, process=False).export(level_dir / "meshes" / f"{name}.ply")
+                np.savez(level_dir / "targets" / f"{name}.npz", x=x, y=y)
+        cut = int(round(0.8 * len(names)))
+        for lv in levels:
+            write_lines(folder / f"level_{lv}" / "train.txt", names[:cut])
+            write_lines(folder / f"level_{lv}" / "test.txt", names[cut:])
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({len(self)}, level={self.level}, split='{self.split}', "
@@ -264,11 +246,11 @@ class MeshOperatorRegression(MeshRegression):
 
 
 def _random_deformation(rng: np.random.Generator, num_coarse: int) -> dict:
-    k = int(rng.integers(3, 7))
-    centres = rng.normal(size=(k, 3))
+    num_bumps = int(rng.integers(3, 7))
+    centres = rng.normal(size=(num_bumps, 3))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    return {"centres": centres, "amplitudes": rng.uniform(-0.25, 0.35, k),
-            "sharpness": rng.uniform(2.0, 6.0, k), "scales": rng.uniform(0.7, 1.3, 3),
+    return {"centres": centres, "amplitudes": rng.uniform(-0.25, 0.35, num_bumps),
+            "sharpness": rng.uniform(2.0, 6.0, num_bumps), "scales": rng.uniform(0.7, 1.3, 3),
             "source": int(rng.integers(num_coarse))}
 
 

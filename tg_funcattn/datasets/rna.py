@@ -121,15 +121,8 @@ class RNASurfaceSegmentation(FingerprintedDataset):
 
     def process(self):
         for i, split in enumerate(("train", "test")):
-            items = []
-            for name in read_name_list(self._raw / f"{split}.txt"):
-                example = self._read(name)
-                if self.pre_filter is not None and not self.pre_filter(example):
-                    continue
-                if self.pre_transform is not None:
-                    example = self.pre_transform(example)
-                items.append(example)
-            self.save_split(items, self.processed_paths[i])
+            names = read_name_list(self._raw / f"{split}.txt")
+            self.save_split(self.pre_processed(map(self._read, names)), self.processed_paths[i])
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({len(self)}, split='{self.split}', num_points={self.num_points})"

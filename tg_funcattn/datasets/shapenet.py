@@ -201,17 +201,10 @@ class ShapeNetPart(FingerprintedDataset):
         synset_to_category = {v: k for k, v in SHAPENET_CATEGORIES.items() if k in self.categories}
         data = {}
         for split in ("train", "val", "test"):
-            items = []
-            for name in self._split_files(split):
-                category = synset_to_category.get(name.split("/")[0])
-                if category is None:
-                    continue
-                example = self._read_shape(name, category)
-                if self.pre_filter is not None and not self.pre_filter(example):
-                    continue
-                if self.pre_transform is not None:
-                    example = self.pre_transform(example)
-                items.append(example)
+            names = [(name, synset_to_category.get(name.split("/")[0]))
+                     for name in self._split_files(split)]
+            items = self.pre_processed(self._read_shape(name, category)
+                                       for name, category in names if category is not None)
             if not items:
                 raise DatasetFormatError(f"the {split} split has no shapes of {self.categories}")
             data[split] = items

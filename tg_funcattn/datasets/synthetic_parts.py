@@ -1,16 +1,13 @@
 """SyntheticParts: generated part segmentation data in the ShapeNet part layout."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from ._io import generated_raw_folder
 from .shapenet import SHAPENET_CATEGORIES, ShapeNetPart
 from .shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
 
@@ -65,17 +62,14 @@ class SyntheticParts(ShapeNetPart):
                 raise ValueError(f"'{name}' must be a positive int, got {value!r}")
         self.settings = {"num_train": num_train, "num_val": num_val, "num_test": num_test,
                          "num_points": num_points, "seed": seed, "generator_version": 1}
-        self._generate(Path(root))
+        self._generated = generated_raw_folder(
+            root, self.settings, self._generate,
+            manifest={**self.settings, "categories": {c: CATEGORY_PARTS[c] for c in CATEGORIES}})
         super().__init__(root, [lookup[c.lower()] for c in categories], split, include_normals,
                          transform, pre_transform, pre_filter, force_reload)
 
-    @property
-    def _raw_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
-        return f"raw_{digest}"
-
     def _find_raw(self, root: Path) -> Path:
-        return root / self._raw_name
+        return self._generated
 
     def fingerprint_options(self):
         return {**super().fingerprint_options(), **self.settings}
@@ -83,40 +77,27 @@ class SyntheticParts(ShapeNetPart):
     def download(self):  # pragma: no cover - the raw files are generated in __init__
         raise RuntimeError(f"SyntheticParts generates its files; {self._raw} is incomplete")
 
-    def _generate(self, root: Path) -> None:
-        target = root / self._raw_name
-        if (target / "generator.json").is_file():
-            return
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".generating-"))
-        try:
-            rng = np.random.default_rng(self.settings["seed"])
-            n = self.settings["num_points"]
-            lists = {"train": [], "val": [], "test": []}
-            with open(staging / "synsetoffset2category.txt", "w") as f:
-                for name in CATEGORIES:
-                    f.write(f"{name}\t{SHAPENET_CATEGORIES[name]}\n")
-            for name in CATEGORIES:  # all four, so that any category subset reads the same files
-                synset = SHAPENET_CATEGORIES[name]
-                (staging / synset).mkdir()
-                for split in ("train", "val", "test"):
-                    for _ in range(self.settings[f"num_{split}"]):
-                        shape_id = rng.bytes(16).hex()
-                        count = int(rng.integers(int(0.6 * n), int(1.4 * n) + 1))
-                        shape = sample_shape(name, count, rng)
-                        table = np.concatenate([shape["pos"], shape["normal"],
-                                                shape["part"][:, None].astype(np.float32)], axis=1)
-                        np.savetxt(staging / synset / f"{shape_id}.txt", table, fmt="%.6f")
-                        lists[split].append(f"shape_data/{synset}/{shape_id}")
-            (staging / "train_test_split").mkdir()
-            for split, entries in lists.items():
-                order = rng.permutation(len(entries))
-                (staging / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(
-                    json.dumps([entries[i] for i in order]))
-            (staging / "generator.json").write_text(json.dumps(
-                {**self.settings, "categories": {c: CATEGORY_PARTS[c] for c in CATEGORIES}}, indent=1))
-            if target.exists():  # an interrupted earlier run without generator.json
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    def _generate(self, folder: Path) -> None:
+        rng = np.random.default_rng(self.settings["seed"])
+        n = self.settings["num_points"]
+        lists = {"train": [], "val": [], "test": []}
+        with open(folder / "synsetoffset2category.txt", "w") as f:
+            for name in CATEGORIES:
+                f.write(f"{name}\t{SHAPENET_CATEGORIES[name]}\n")
+        for name in CATEGORIES:  # all four, so that any category subset reads the same files
+            synset = SHAPENET_CATEGORIES[name]
+            (folder / synset).mkdir()
+            for split in ("train", "val", "test"):
+                for _ in range(self.settings[f"num_{split}"]):
+                    shape_id = rng.bytes(16).hex()
+                    count = int(rng.integers(int(0.6 * n), int(1.4 * n) + 1))
+                    shape = sample_shape(name, count, rng)
+                    table = np.concatenate([shape["pos"], shape["normal"],
+                                            shape["part"][:, None].astype(np.float32)], axis=1)
+                    np.savetxt(folder / synset / f"{shape_id}.txt", table, fmt="%.6f")
+                    lists[split].append(f"shape_data/{synset}/{shape_id}")
+        (folder / "train_test_split").mkdir()
+        for split, entries in lists.items():
+            order = rng.permutation(len(entries))
+            (folder / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(
+                json.dumps([entries[i] for i in order]))

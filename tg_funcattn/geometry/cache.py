@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .._io import atomic_write
 from .eigen import Eigenbasis
 
 log = logging.getLogger(__name__)
@@ -88,21 +87,14 @@ class EigenbasisCache:
         """Writes an entry atomically; a cache that cannot be written is
         reported in the log and otherwise ignored."""
         path = self.path(key)
-        tmp = None
+
+        def write(f):
+            np.savez(f, version=np.int64(FORMAT_VERSION), pos=pos,
+                     face=np.zeros((0,), np.int64) if face is None else face,
+                     evals=basis.evals.astype(np.float64),
+                     evecs=basis.evecs.astype(np.float32), mass=basis.mass.astype(np.float32))
+
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, version=np.int64(FORMAT_VERSION), pos=pos,
-                         face=np.zeros((0,), np.int64) if face is None else face,
-                         evals=basis.evals.astype(np.float64),
-                         evecs=basis.evecs.astype(np.float32), mass=basis.mass.astype(np.float32))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            tmp = None
+            atomic_write(path, write)
         except OSError as error:
             log.warning("could not write the eigenbasis cache entry %s (%s)", path, error)
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
