@@ -8,7 +8,8 @@ pytest.importorskip("potpourri3d", reason="geometry needs the 'mesh' extra")
 pytest.importorskip("robust_laplacian", reason="geometry needs the 'mesh' extra")
 trimesh = pytest.importorskip("trimesh", reason="geometry needs the 'mesh' extra")
 
-from tg_funcattn.geometry import clean_mesh, eigenbasis, laplacian, mesh_eigenbasis  # noqa: E402
+from tg_funcattn.geometry import (clean_mesh, eigenbasis, face_areas, laplacian,  # noqa: E402
+                                  mesh_eigenbasis)
 from tg_funcattn.geometry import eigen as eigen_module  # noqa: E402
 
 SPHERE = np.array([0.0] + [2.0] * 3 + [6.0] * 5 + [12.0] * 7)  # l(l+1), multiplicity 2l+1
@@ -201,6 +202,17 @@ def test_nonmanifold_and_degenerate_meshes_are_finite(method):
     result = mesh_eigenbasis(pos, face, 10, method=method)
     assert np.all(np.isfinite(result.evals)) and np.all(np.isfinite(result.evecs))
     assert np.all(result.mass > 0)
+
+
+def test_face_areas_of_arrays_and_tensors():
+    import torch
+
+    pos = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [2, 0, 0], [1.75, 1, 0], [0, 0, 2]], float)
+    face = np.array([[0, 1, 2], [1, 3, 4], [1, 4, 2], [0, 1, 5], [0, 3, 1]])
+    expected = [0.5, 0.5, 0.375, 1.0, 0.0]
+    assert np.allclose(face_areas(pos, face), expected, rtol=0, atol=1e-15)
+    areas = face_areas(torch.tensor(pos, dtype=torch.float32), torch.tensor(face))
+    assert areas.dtype == torch.float32 and torch.allclose(areas, torch.tensor(expected))
 
 
 def test_bad_geometry_raises_clear_errors():

@@ -61,10 +61,16 @@ def _to_numpy(value, name: str) -> np.ndarray:
     raise TypeError(f"'{name}' must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
-def face_areas(pos: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Areas of the triangles ``face [F, 3]`` of ``pos [N, 3]``."""
-    a, b, c = pos[face[:, 0]], pos[face[:, 1]], pos[face[:, 2]]
-    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+def face_areas(pos, face):
+    """Areas ``[F]`` of the triangles ``face [F, 3]`` (one row per triangle;
+    pass ``data.face.T`` for PyG's layout) of ``pos [N, 3]``, both NumPy arrays
+    or both torch tensors (the result is of the same kind, dtype and device)."""
+    a = pos[face[:, 0]]
+    u, v = pos[face[:, 1]] - a, pos[face[:, 2]] - a
+    x = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
+    y = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
+    z = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
+    return 0.5 * (x * x + y * y + z * z) ** 0.5
 
 
 def _good_faces(pos: np.ndarray, face: np.ndarray) -> np.ndarray:

@@ -8,12 +8,9 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
+from ..geometry.laplacian import face_areas
+
 _SPECTRAL = ("evecs", "evals", "mass")
-
-
-def _triangle_areas(pos: Tensor, face: Tensor) -> Tensor:
-    a, b, c = pos[face[0]], pos[face[1]], pos[face[2]]
-    return 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=-1)
 
 
 def _mesh(data: Data, who: str):
@@ -56,7 +53,7 @@ class NormalizeMesh(BaseTransform):
                                  "no area); use mode='sphere'")
             p = p - p.mean(0)
         else:
-            areas = _triangle_areas(p, face)
+            areas = face_areas(p, face.t())
             total = areas.sum()
             if not total > 0:
                 raise ValueError("NormalizeMesh: the mesh has zero total area")
@@ -130,7 +127,7 @@ class SampleMeshPoints(BaseTransform):
             if not isinstance(value, Tensor) or value.shape[0] != num_faces:
                 raise ValueError(f"SampleMeshPoints: face attribute '{key}' must be a tensor with "
                                  f"one row per face ({num_faces})")
-        areas = _triangle_areas(pos.double(), face)
+        areas = face_areas(pos.double(), face.t())
         total = areas.sum()
         if not total > 0:
             raise ValueError("SampleMeshPoints: every triangle of the mesh has zero area")

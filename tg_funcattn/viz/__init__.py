@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .._optional import require
+from ..geometry import face_areas
 
 __all__ = ["rendering_available", "render_segmentation", "render_fields", "plot_functional_maps",
            "plot_training_curves", "label_colors", "show_segmentation"]
@@ -92,15 +93,14 @@ def _surface_samples(pos: np.ndarray, colors: np.ndarray, face: np.ndarray, coun
     """Dense area-uniform samples of a mesh (deterministic), coloured by
     barycentric interpolation (``smooth``, for fields) or like the nearest
     triangle corner (for labels)."""
-    a, b, c = pos[face[0]], pos[face[1]], pos[face[2]]
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    area = face_areas(pos, face.T)
     if not area.sum() > 0:
         return pos, colors
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(area), count, p=area / area.sum())
     r1, r2 = np.sqrt(rng.uniform(size=count)), rng.uniform(size=count)
     bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], 1)
-    points = (bary[:, :, None] * np.stack([a, b, c], 1)[chosen]).sum(1)
+    points = (bary[:, :, None] * pos[face.T[chosen]]).sum(1)
     if smooth:
         sampled = (bary[:, :, None] * colors[face.T[chosen]]).sum(1)
     else:
