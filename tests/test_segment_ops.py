@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tg_funcattn.ops import segment_matmul_nn, segment_matmul_tn
+from tg_funcattn.ops import segment_backend, segment_matmul_nn, segment_matmul_tn, segment_sum
 
 
 def _ptr(sizes):
@@ -24,15 +24,27 @@ def _reference_nn(a, c, sizes):
     return torch.cat(out, dim=1)
 
 
+@pytest.mark.parametrize("backend", ["bmm", "reference"])
 @pytest.mark.parametrize("sizes", [[17], [1, 7, 30, 2], [0, 5, 0, 3]])
-def test_forward_matches_per_graph_loop(sizes):
+def test_forward_matches_per_graph_loop(sizes, backend):
     n = sum(sizes)
     a = torch.randn(3, n, 4, dtype=torch.float64)
     b = torch.randn(3, n, 5, dtype=torch.float64)
     c = torch.randn(len(sizes), 3, 4, 6, dtype=torch.float64)
     ptr = _ptr(sizes)
-    torch.testing.assert_close(segment_matmul_tn(a, b, ptr), _reference_tn(a, b, sizes))
-    torch.testing.assert_close(segment_matmul_nn(a, c, ptr), _reference_nn(a, c, sizes))
+    with segment_backend(backend):
+        torch.testing.assert_close(segment_matmul_tn(a, b, ptr), _reference_tn(a, b, sizes))
+        torch.testing.assert_close(segment_matmul_nn(a, c, ptr), _reference_nn(a, c, sizes))
+
+
+@pytest.mark.slow
+def test_segment_sum_compiles_without_graph_breaks():
+    compiled = torch.compile(segment_sum, fullgraph=True, dynamic=True)
+    for sizes in ([3, 0, 5], [6, 2, 9, 1]):
+        ptr = _ptr(sizes)
+        src = torch.randn(sum(sizes), 4)
+        expected = torch.stack([src[s:e].sum(0) for s, e in zip(ptr[:-1], ptr[1:])])
+        torch.testing.assert_close(compiled(src, ptr), expected)
 
 
 def test_strided_and_broadcast_inputs():

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch_geometric.utils.sparse import ptr2index  # torch_geometric.index from PyG 2.6 on
 
 #: Nodes per partial sum of the analysis kernel.
 CHUNK = 4096
@@ -110,8 +111,7 @@ def _chunks(ptr: Tensor, chunk: int):
     cptr = torch.zeros_like(ptr)
     torch.cumsum(per_graph, 0, out=cptr[1:])
     total = int(cptr[-1])
-    graph = torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), per_graph,
-                                    output_size=total)
+    graph = ptr2index(cptr, total)
     local = torch.arange(total, device=ptr.device) - cptr[graph]
     start = ptr[graph] + local * chunk
     end = torch.minimum(start + chunk, ptr[graph + 1])
@@ -147,9 +147,7 @@ def segment_matmul_nn(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
     out = a.new_empty(H, N, Q)
     if N == 0:
         return out
-    counts = ptr[1:] - ptr[:-1]
-    batch = torch.repeat_interleave(torch.arange(counts.numel(), device=a.device), counts,
-                                    output_size=N)
+    batch = ptr2index(ptr, N)
     BN, BP, BQ = 32, _block(P, hi=32), _block(Q)
     grid = (triton.cdiv(N, BN), H, triton.cdiv(Q, BQ))
     _nn_kernel[grid](a, c, out, batch, N, P, Q, *a.stride(), *c.stride(), *out.stride(),

@@ -48,6 +48,7 @@ from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
+from torch_geometric.utils.sparse import ptr2index  # torch_geometric.index from PyG 2.6 on
 
 from .._optional import available, require
 from .._validation import tracing
@@ -120,12 +121,6 @@ def _check(a: Tensor, other: Tensor, ptr: Tensor, fn: str) -> None:
         raise TypeError(f"{fn}: dtypes differ ({a.dtype} and {other.dtype})")
 
 
-def _batch(ptr: Tensor, num_nodes: int) -> Tensor:
-    counts = ptr[1:] - ptr[:-1]
-    return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts,
-                                   output_size=num_nodes)
-
-
 def _tn_bmm(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
     bounds = ptr.tolist()
     num_graphs = len(bounds) - 1
@@ -142,7 +137,7 @@ def _tn_bmm(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
 def _tn_reference(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
     outer = torch.einsum("hnp,hnq->nhpq", a, b)
     out = a.new_zeros(ptr.numel() - 1, a.shape[0], a.shape[2], b.shape[2])
-    return out.index_add_(0, _batch(ptr, a.shape[1]), outer)
+    return out.index_add_(0, ptr2index(ptr, a.shape[1]), outer)
 
 
 def _nn_bmm(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
@@ -158,7 +153,7 @@ def _nn_bmm(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
 
 
 def _nn_reference(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
-    return torch.einsum("hnp,nhpq->hnq", a, c[_batch(ptr, a.shape[1])])
+    return torch.einsum("hnp,nhpq->hnq", a, c[ptr2index(ptr, a.shape[1])])
 
 
 def _impl(op: str, a: Tensor, ptr: Tensor):
@@ -272,7 +267,7 @@ def segment_sum(src: Tensor, ptr: Tensor, batch: Optional[Tensor] = None) -> Ten
     if src.dim() == 1:
         return torch.segment_reduce(src, "sum", offsets=ptr)
     if batch is None:
-        batch = _batch(ptr, src.shape[0])
+        batch = ptr2index(ptr, src.shape[0])
     return src.new_zeros((num_graphs,) + tuple(src.shape[1:])).index_add(0, batch, src)
 
 
