@@ -5,16 +5,16 @@ on the CPU and a chunked brute-force search on other devices.
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._optional import available
 from .._validation import check_finite, check_tensor, segments
 
-_HAS_TORCH_CLUSTER = importlib.util.find_spec("torch_cluster") is not None
+_HAS_TORCH_CLUSTER = available("torch_cluster")
 
 
 def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, *, loop: bool = False,
