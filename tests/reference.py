@@ -34,25 +34,26 @@ def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, retu
         n = xg.shape[0]
         m = torch.full((n,), 1.0 / n, dtype=x.dtype) if mass is None else mass[idx]
         value = xg @ layer.lin_value.weight.T + layer.lin_value.bias
-        if layer.basis != "laplacian":
-            u_all = xg @ layer.lin_basis_in.weight.T + layer.lin_basis_in.bias
+        basis_module = layer.basis_module
+        if layer.basis_type != "laplacian":
+            u_all = xg @ basis_module.lin_in.weight.T + basis_module.lin_in.bias
         heads, maps_g = [], []
         for h in range(H):
             f = value[:, h * d:(h + 1) * d]
-            if layer.basis == "learned":
+            if layer.basis_type == "learned":
                 u = u_all[:, h * d:(h + 1) * d]
-                tau = layer.temperature[h].clamp(0.1, 5.0)
-                phi = torch.softmax((u @ layer.basis_proj.weight.T + layer.basis_proj.bias) / tau, dim=1)
+                tau = basis_module.temperature[h].clamp(0.1, 5.0)
+                phi = torch.softmax((u @ basis_module.proj.weight.T + basis_module.proj.bias) / tau, dim=1)
                 mn = m / m.sum()
                 norm = phi.T @ mn + PARTITION_EPS
                 coef = (phi.T @ (mn[:, None] * f)) / norm[:, None]
             else:
                 psi = basis[idx][:, :k]
-                if layer.basis == "laplacian":
+                if layer.basis_type == "laplacian":
                     phi = psi
                 else:
                     u = u_all[:, h * d:(h + 1) * d]
-                    p = psi + u @ layer.basis_proj.weight.T + layer.basis_proj.bias
+                    p = psi + u @ basis_module.proj.weight.T + basis_module.proj.bias
                     gram = p.T @ (m[:, None] * p)
                     jitter = max(GRAM_JITTER, 8 * torch.finfo(x.dtype).eps) * gram.diagonal().mean()
                     r = torch.linalg.cholesky(gram + jitter * torch.eye(k, dtype=x.dtype), upper=True)

@@ -11,14 +11,14 @@ KINDS = ("learned", "laplacian", "laplacian_init")
 
 
 def make_layer(kind="learned", channels=16, heads=2, num_bases=4, dtype=torch.float64, **kwargs):
-    layer = FunctionalAttention(channels, heads, num_bases, basis=kind, **kwargs).to(dtype)
+    layer = FunctionalAttention(channels, heads, num_bases, basis_type=kind, **kwargs).to(dtype)
     with torch.no_grad():  # move away from the special initial values
         layer.ridge_raw.uniform_(-1.0, 1.0)
-        if layer.temperature is not None:
-            layer.temperature.uniform_(0.3, 1.5)
+        if layer.basis_type == "learned":
+            layer.basis_module.temperature.uniform_(0.3, 1.5)
         if kind == "laplacian_init":
-            layer.basis_proj.weight.normal_(0, 0.1)
-            layer.basis_proj.bias.normal_(0, 0.1)
+            layer.basis_module.proj.weight.normal_(0, 0.1)
+            layer.basis_module.proj.bias.normal_(0, 0.1)
     return layer
 
 
@@ -34,7 +34,7 @@ def make_inputs(sizes, channels=16, num_bases=4, dtype=torch.float64, with_mass=
 
 
 def call(layer, x, batch, mass, basis, **kwargs):
-    return layer(x, batch, mass=mass, basis=None if layer.basis == "learned" else basis, **kwargs)
+    return layer(x, batch, mass=mass, basis=None if layer.basis_type == "learned" else basis, **kwargs)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -45,7 +45,7 @@ def test_shapes_and_repr(kind):
     assert out.shape == (14, 16)
     assert bases.shape == (14, 2, 4)
     assert fmap.shape == (2, 2, 4, 4)
-    assert repr(layer) == f"FunctionalAttention(16, heads=2, num_bases=4, basis='{kind}')"
+    assert repr(layer) == f"FunctionalAttention(16, heads=2, num_bases=4, basis_type='{kind}')"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -228,16 +228,16 @@ def test_dropout_only_in_training():
 
 
 def test_reset_parameters_restores_initial_state():
-    layer = FunctionalAttention(16, 2, 4, basis="laplacian_init", ridge=0.7)
+    layer = FunctionalAttention(16, 2, 4, basis_type="laplacian_init", ridge=0.7)
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(1.0)
     layer.reset_parameters()
-    assert torch.all(layer.basis_proj.weight == 0) and torch.all(layer.basis_proj.bias == 0)
+    assert torch.all(layer.basis_module.proj.weight == 0) and torch.all(layer.basis_module.proj.bias == 0)
     torch.testing.assert_close(layer.ridge, torch.full((2,), 0.7))
     learned = FunctionalAttention(16, 2, 4, temperature=0.8)
-    torch.testing.assert_close(learned.temperature.detach(), torch.full((2,), 0.8))
-    w = learned.basis_proj.weight  # orthogonal init: orthonormal columns (k=4 < d=8)
+    torch.testing.assert_close(learned.basis_module.temperature.detach(), torch.full((2,), 0.8))
+    w = learned.basis_module.proj.weight  # orthogonal init: orthonormal columns (k=4 < d=8)
     torch.testing.assert_close(w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T,
                                torch.eye(min(w.shape)), atol=1e-5, rtol=0)
 
@@ -259,8 +259,8 @@ def test_shared_ridge_is_one_parameter_for_all_heads():
 
 
 def test_laplacian_init_equals_laplacian_at_initialisation():
-    fixed = FunctionalAttention(16, 2, 4, basis="laplacian").double()
-    adaptive = FunctionalAttention(16, 2, 4, basis="laplacian_init").double()
+    fixed = FunctionalAttention(16, 2, 4, basis_type="laplacian").double()
+    adaptive = FunctionalAttention(16, 2, 4, basis_type="laplacian_init").double()
     state = {k: v for k, v in adaptive.state_dict().items()}
     for name in fixed.state_dict():
         state[name] = fixed.state_dict()[name]
@@ -323,14 +323,14 @@ def test_torch_compile_matches_eager():
 
 # ----------------------------------------------------------------- bad input
 def _layer32(kind="learned"):
-    return FunctionalAttention(16, 2, 4, basis=kind)
+    return FunctionalAttention(16, 2, 4, basis_type=kind)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(channels=10, heads=3), ValueError, "'channels' .* divisible by 'heads'"),
     (dict(channels=16, heads=0), ValueError, "'heads' must be a positive int"),
     (dict(channels=16, num_bases=0), ValueError, "'num_bases' must be a positive int"),
-    (dict(channels=16, basis="spectral"), ValueError, "'basis' must be one of"),
+    (dict(channels=16, basis_type="spectral"), ValueError, "'basis_type' must be one of"),
     (dict(channels=16, solve="qr"), ValueError, "'solve' must be one of"),
     (dict(channels=16, dropout=1.0), ValueError, "'dropout'"),
     (dict(channels=16, ridge=0.0), ValueError, "'ridge' must be positive"),
@@ -404,7 +404,7 @@ def test_bad_mass():
 
 def test_bad_basis():
     x = torch.randn(6, 16)
-    with pytest.raises(ValueError, match="'basis' is only used with basis='laplacian'"):
+    with pytest.raises(ValueError, match="'basis' is only used with basis_type='laplacian'"):
         _layer32()(x, basis=torch.randn(6, 4))
     for kind in ("laplacian", "laplacian_init"):
         layer = _layer32(kind)
@@ -427,8 +427,8 @@ def test_laplacian_init_survives_vanishing_and_repeated_columns():
     the other columns orthonormal, instead of failing."""
     layer = make_layer("laplacian_init", num_bases=4)
     with torch.no_grad():
-        layer.basis_proj.weight.zero_()
-        layer.basis_proj.bias.zero_()
+        layer.basis_module.proj.weight.zero_()
+        layer.basis_module.proj.bias.zero_()
     n = 30
     mass = torch.full((n,), 1.0 / n, dtype=torch.float64)
     psi = orthonormal_basis(n, 4, mass)

@@ -5,7 +5,7 @@ from torch_geometric.nn import GCNConv
 from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet
 from tg_funcattn.nn.models import TRUNC_NORMAL_STD, ResidualLift, _weighted_mean
 from tg_funcattn.nn.presets import PRESETS, preset
-from tg_funcattn._validation import segments
+from tg_funcattn.nn._layout import validate_layout
 
 
 def _batch(sizes):
@@ -15,7 +15,7 @@ def _batch(sizes):
 @pytest.mark.parametrize("local", [None, "point_transformer", "edgeconv", GCNConv(16, 16),
                                    lambda c: GCNConv(c, c)])
 def test_block_batched_equals_alone(local):
-    block = FuncAttnBlock(16, heads=2, num_bases=4, local=local, k=5).double()
+    block = FuncAttnBlock(16, heads=2, num_bases=4, local=local, num_neighbors=5).double()
     sizes = [1, 9, 60]
     x = torch.randn(sum(sizes), 16, dtype=torch.float64)
     pos = torch.rand(sum(sizes), 3, dtype=torch.float64)
@@ -45,8 +45,8 @@ def test_block_local_branch_matters_and_needs_pos():
 @pytest.mark.parametrize("task", ["node", "graph"])
 @pytest.mark.parametrize("with_mass", [False, True])
 def test_net_batched_equals_alone(task, with_mass):
-    net = FuncAttnNet(3, 16, 5, num_layers=2, heads=2, num_bases=4, task=task,
-                      num_categories=3, local="edgeconv", k=4).double()
+    net = FuncAttnNet(3, 16, 5, num_layers=2, heads=2, num_bases=4, readout=task,
+                      num_categories=3, local="edgeconv", num_neighbors=4).double()
     sizes = [2, 11, 50]
     n = sum(sizes)
     x, pos = torch.randn(n, 3, dtype=torch.float64), torch.rand(n, 3, dtype=torch.float64)
@@ -79,7 +79,7 @@ def test_weighted_mean_pooling():
     h = torch.randn(7, 3, dtype=torch.float64)
     mass = torch.rand(7, dtype=torch.float64) + 0.1
     batch = _batch([3, 4])
-    pooled = _weighted_mean(h, mass, segments(batch, 7, h.device))
+    pooled = _weighted_mean(h, validate_layout(7, h.device, batch, None, mass, None))
     for g, idx in enumerate([slice(0, 3), slice(3, 7)]):
         expected = (mass[idx, None] * h[idx]).sum(0) / mass[idx].sum()
         torch.testing.assert_close(pooled[g], expected)
@@ -100,14 +100,14 @@ def test_net_bad_input_and_repr():
         net(torch.randn(6, 4), torch.rand(5, 3))
     with pytest.raises(ValueError, match="built without num_categories"):
         net(torch.randn(6, 4), pos, category=torch.tensor([0]))
-    with pytest.raises(ValueError, match="'task' must be"):
-        FuncAttnNet(4, 16, 2, task="edge")
+    with pytest.raises(ValueError, match="'readout' must be one of"):
+        FuncAttnNet(4, 16, 2, readout="edge")
     assert repr(net) == ("FuncAttnNet(4, 16, 2, num_layers=1, heads=2, num_bases=4, "
-                         "basis='learned', task='node')")
+                         "basis_type='learned', readout='node')")
 
 
 def test_net_with_laplacian_basis():
-    net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis="laplacian_init")
+    net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis_type="laplacian_init")
     pos = torch.rand(12, 3)
     basis, _ = torch.linalg.qr(torch.randn(12, 4))
     out = net(None, pos, mass=torch.ones(12), basis=basis)
@@ -186,12 +186,12 @@ def test_trunc_normal_init():
     # the head keeps PyTorch's default (as the authors' head), much wider than 0.02
     assert net.head.weight.std() > 2 * TRUNC_NORMAL_STD
     # laplacian_init keeps its zero correction, so the basis starts as the given one
-    lap = FuncAttnNet(0, 64, 10, num_layers=2, heads=4, num_bases=8, basis="laplacian_init",
+    lap = FuncAttnNet(0, 64, 10, num_layers=2, heads=4, num_bases=8, basis_type="laplacian_init",
                       init="trunc_normal")
-    assert all(torch.all(b.attn.basis_proj.weight == 0) for b in lap.blocks)
+    assert all(torch.all(b.attn.basis_module.proj.weight == 0) for b in lap.blocks)
     # reset_parameters draws again with the same rule
     lap.reset_parameters()
-    assert all(torch.all(b.attn.basis_proj.weight == 0) for b in lap.blocks)
+    assert all(torch.all(b.attn.basis_module.proj.weight == 0) for b in lap.blocks)
 
 
 def test_linear_head_and_residual_lift_compose_as_documented():

@@ -2,12 +2,15 @@
 
 Shape and dtype checks are static and always run.  Checks that read tensor
 values (NaN/inf, sortedness of ``batch``, positivity of ``mass``) need a
-host synchronisation; they run in eager mode and are skipped while
-``torch.compile`` traces, so that a compiled model has no graph breaks.
+host synchronisation: they are gathered in a :class:`ValueChecks` and read
+back together, one synchronisation for all the inputs of a forward pass
+(two when the number of graphs must be read from ``batch``).  They run in
+eager mode and are skipped while ``torch.compile`` traces, so that a
+compiled model has no graph breaks.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -28,10 +31,49 @@ def check_tensor(value, name: str, *, ndim: Optional[int] = None,
         raise TypeError(f"'{name}' must be a floating point tensor, got dtype {value.dtype}")
 
 
-def check_finite(value: Tensor, name: str) -> None:
-    if not tracing() and not bool(torch.isfinite(value).all()):
-        bad = (~torch.isfinite(value)).sum().item()
-        raise ValueError(f"'{name}' contains {bad} NaN or infinite value(s)")
+class ValueChecks:
+    """Value checks of the inputs, read back with one host synchronisation.
+
+    Each check is a scalar integer tensor and a function of its value that
+    returns an error message (or ``None``); :meth:`run` reads all values at
+    once and raises the first error, in the order the checks were added.
+    Nothing is recorded while tracing.
+    """
+
+    def __init__(self):
+        self._checks: List[Tuple[Tensor, Callable[[List[int]], Optional[str]], int]] = []
+
+    def add(self, values: Tensor, message: Callable[[List[int]], Optional[str]]) -> None:
+        """Adds the integer values ``values`` (any shape, read as a flat list)
+        and the function of them returning an error message or ``None``."""
+        if not tracing():
+            values = values.reshape(-1).long()
+            self._checks.append((values, message, values.numel()))
+
+    def run(self) -> None:
+        if not self._checks:
+            return
+        flat = torch.cat([values for values, _, _ in self._checks]).tolist()
+        checks, self._checks = self._checks, []
+        start = 0
+        for _, message, size in checks:
+            error = message(flat[start:start + size])
+            start += size
+            if error is not None:
+                raise ValueError(error)
+
+
+def _run_now(checks: Optional[ValueChecks]) -> Tuple[ValueChecks, bool]:
+    return (ValueChecks(), True) if checks is None else (checks, False)
+
+
+def check_finite(value: Tensor, name: str, checks: Optional[ValueChecks] = None) -> None:
+    """``value`` has no NaN or infinite entry (added to ``checks``, or checked now)."""
+    checks, now = _run_now(checks)
+    checks.add((~torch.isfinite(value)).sum(),
+               lambda v: f"'{name}' contains {v[0]} NaN or infinite value(s)" if v[0] else None)
+    if now:
+        checks.run()
 
 
 class Segments(NamedTuple):
@@ -44,21 +86,28 @@ class Segments(NamedTuple):
 
 
 def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
-             batch_size: Optional[int] = None, *, min_nodes: int = 1) -> Segments:
+             batch_size: Optional[int] = None, *, min_nodes: int = 1,
+             checks: Optional[ValueChecks] = None) -> Segments:
     """Validates ``batch`` and returns the per-graph layout.
 
     ``batch`` must be sorted as in PyG; every graph ``0..B-1`` must have at
     least ``min_nodes`` nodes.  With ``batch_size`` given no value of
-    ``batch`` needs to be read to know ``B`` (no host sync; compile friendly).
+    ``batch`` needs to be read to know ``B`` (no host sync of its own; the
+    value checks go to ``checks`` when given, to be run by the caller;
+    compile friendly).  Without it, the last graph index is read at once,
+    together with the checks that must hold before it can be used.
     """
     if batch_size is not None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"'batch_size' must be a positive int, got {batch_size!r}")
+    checks, now = _run_now(checks)
     if batch is None:
         if batch_size not in (None, 1):
             raise ValueError(f"'batch' is None (one graph) but 'batch_size' is {batch_size}")
         if not tracing() and num_nodes < min_nodes:
             raise ValueError(_too_small(0, num_nodes, min_nodes))
+        if now:
+            checks.run()
         ptr = torch.tensor([0, num_nodes], device=device)
         return Segments(None, ptr, ptr[1:] - ptr[:1], 1)
 
@@ -73,27 +122,43 @@ def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
     if not tracing():
         if num_nodes == 0:
             raise ValueError("the input has no nodes (an empty graph)")
-        if bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError("'batch' must be sorted in non-decreasing order, as PyG's "
-                             "Batch produces it; sort the nodes by graph first")
-        first, last = int(batch[0]), int(batch[-1])
-        if first < 0:
-            raise ValueError(f"'batch' has a negative graph index {first}")
+        # without batch_size, the size of the layout depends on the last index: read now
+        order = ValueChecks() if batch_size is None else checks
+        given, last = batch_size, []
+        order.add(torch.stack([(batch[1:] < batch[:-1]).any(), batch[0], batch[-1]]),
+                  lambda v: last.append(v[2]) or _batch_order_error(v, given))
         if batch_size is None:
-            batch_size = last + 1
-        elif last >= batch_size:
-            raise ValueError(f"'batch' has graph index {last} but 'batch_size' is {batch_size}")
+            order.run()
+            batch_size = last[0] + 1
     elif batch_size is None:
         batch_size = int(batch.max()) + 1  # data-dependent: a graph break under torch.compile
     counts = torch.zeros(batch_size, dtype=torch.long, device=device)
-    counts.scatter_add_(0, batch, torch.ones_like(batch))
-    if not tracing():
+    # clamped: with deferred checks an out-of-range index must not fail here first
+    counts.scatter_add_(0, batch.clamp(0, batch_size - 1), torch.ones_like(batch))
+    if batch_size == 1:  # every node is in graph 0 once the order checks pass
+        if num_nodes < min_nodes:
+            raise ValueError(_too_small(0, num_nodes, min_nodes))
+    elif not tracing():
         small = counts < min_nodes
-        if bool(small.any()):
-            g = int(small.nonzero()[0])
-            raise ValueError(_too_small(g, int(counts[g]), min_nodes))
+        first = small.long().argmax().view(1)
+        checks.add(torch.cat([small.any().view(1), first, counts.gather(0, first)]),
+                   lambda v: _too_small(v[1], v[2], min_nodes) if v[0] else None)
+    if now:
+        checks.run()
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return Segments(batch, ptr, counts, batch_size)
+
+
+def _batch_order_error(values: List[int], batch_size: Optional[int]) -> Optional[str]:
+    unsorted, first, last = values
+    if unsorted:
+        return ("'batch' must be sorted in non-decreasing order, as PyG's "
+                "Batch produces it; sort the nodes by graph first")
+    if first < 0:
+        return f"'batch' has a negative graph index {first}"
+    if batch_size is not None and last >= batch_size:
+        return f"'batch' has graph index {last} but 'batch_size' is {batch_size}"
+    return None
 
 
 def _too_small(graph: int, n: int, min_nodes: int) -> str:
@@ -102,7 +167,10 @@ def _too_small(graph: int, n: int, min_nodes: int) -> str:
     return f"graph {graph} has {n} nodes, fewer than the {min_nodes} required (num_bases)"
 
 
-def check_mass(mass: Tensor, num_nodes: int, device: torch.device) -> None:
+def check_mass(mass: Tensor, num_nodes: int, device: torch.device,
+               checks: Optional[ValueChecks] = None) -> None:
+    """``mass`` is a finite, positive ``[N]`` tensor on ``device`` (the value
+    checks added to ``checks``, or run now)."""
     check_tensor(mass, "mass", floating=True)
     if mass.dim() == 2 and mass.shape[1] == 1:
         raise ValueError(f"'mass' must have shape [N] = [{num_nodes}], got {tuple(mass.shape)}; "
@@ -111,7 +179,10 @@ def check_mass(mass: Tensor, num_nodes: int, device: torch.device) -> None:
         raise ValueError(f"'mass' must have shape [N] = [{num_nodes}], got {tuple(mass.shape)}")
     if mass.device != device:
         raise ValueError(f"'mass' is on {mass.device} but the node features are on {device}")
-    check_finite(mass, "mass")
-    if not tracing() and bool((mass <= 0).any()):
-        raise ValueError("'mass' must be strictly positive (lumped areas/volumes or "
-                         f"quadrature weights); found {(mass <= 0).sum().item()} value(s) <= 0")
+    checks, now = _run_now(checks)
+    check_finite(mass, "mass", checks)
+    checks.add((mass <= 0).sum(),
+               lambda v: ("'mass' must be strictly positive (lumped areas/volumes or quadrature "
+                          f"weights); found {v[0]} value(s) <= 0") if v[0] else None)
+    if now:
+        checks.run()

@@ -1,7 +1,6 @@
 r"""The functional attention layer."""
 from __future__ import annotations
 
-import bisect
 import math
 from typing import Optional, Tuple, Union
 
@@ -10,24 +9,22 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Linear, Parameter
 
-from .._validation import check_finite, check_mass, check_tensor, segments, tracing
-from ..ops.segment import segment_matmul_nn, segment_matmul_tn, segment_sum
+from .._deprecation import renamed
+from .._validation import ValueChecks, check_finite, check_tensor
+from ._layout import ONE_PASS, GraphLayout, Streaming, streaming, validate_layout
+from .bases import BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, make_basis, wide_dtype
 
-BASIS_KINDS = ("learned", "laplacian", "laplacian_init")
+__all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER",
+           "REL_RIDGE"]
+
 SOLVES = ("auto", "primal", "dual")
 
-#: Added to the per-basis mass of the soft partition (the mass of each graph is
-#: normalised to 1 first): bounds ``1/D`` for a basis function with no support.
-PARTITION_EPS = 1e-6
-#: Relative jitter of the Gram matrix re-orthonormalised by ``laplacian_init``:
-#: ``G + eps * mean(diag G) * I`` with ``eps = max(GRAM_JITTER, 8 * machine
-#: epsilon of the sums)``, so that a basis column that vanishes on a graph
-#: (e.g. an eigenfunction of a mesh component that no sampled point hit) gives
-#: a zero column instead of a failed factorisation.
-GRAM_JITTER = 1e-5
 #: Relative floor of the ridge parameter: ``lambda + REL_RIDGE * ||K||_F^2``.
 #: Keeps the Gram matrix well conditioned whatever the scale of the keys.
 REL_RIDGE = 1e-10
+#: Parameter names of releases before the basis kinds became modules.
+_OLD_KEYS = {"lin_basis_in.": "basis_module.lin_in.", "basis_proj.": "basis_module.proj.",
+             "temperature": "basis_module.temperature"}
 
 
 class FunctionalAttention(torch.nn.Module):
@@ -92,6 +89,11 @@ class FunctionalAttention(torch.nn.Module):
     :class:`~tg_funcattn.transforms.RandomEigenvectorSignFlip` during training
     if those can vary.  ``"learned"`` uses no eigenvectors.
 
+    The layer validates its inputs once in :meth:`forward` (with one host
+    synchronisation for all value checks when ``batch_size`` is given) and
+    runs the pure computation in :meth:`forward_validated`, which models built of
+    several layers call with the layout they validated once.
+
     Every sum over nodes is taken per graph (no cross-graph leakage, no
     padding) by the segment products of :mod:`tg_funcattn.ops` (BLAS on the
     CPU, Triton kernels for batches on CUDA).  Memory beyond the parameters
@@ -113,8 +115,10 @@ class FunctionalAttention(torch.nn.Module):
             ``channels``. (default: :obj:`8`)
         num_bases (int, optional): Number of basis functions :math:`k` per
             head. (default: :obj:`32`)
-        basis (str, optional): ``"learned"``, ``"laplacian"`` or
-            ``"laplacian_init"``. (default: :obj:`"learned"`)
+        basis_type (str, optional): The basis kind, ``"learned"``,
+            ``"laplacian"`` or ``"laplacian_init"`` (the modules of
+            :mod:`tg_funcattn.nn.bases`; formerly ``basis``, which still
+            works with a warning). (default: :obj:`"learned"`)
         dropout (float, optional): Dropout on the output. (default: :obj:`0.0`)
         solve (str, optional): ``"auto"`` (the smaller of :math:`k` and
             :math:`d`), ``"primal"`` (:math:`k \times k` system) or ``"dual"``
@@ -143,17 +147,21 @@ class FunctionalAttention(torch.nn.Module):
     """
 
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
-                 basis: str = "learned", dropout: float = 0.0, *, solve: str = "auto",
+                 basis_type: str = "learned", dropout: float = 0.0, *, solve: str = "auto",
                  temperature: float = 0.5, ridge: float = 1.0, shared_ridge: bool = False,
-                 bias: bool = True):
+                 bias: bool = True, **kwargs):
         super().__init__()
+        basis_type = renamed(kwargs, "basis", "basis_type", "FunctionalAttention", basis_type,
+                             "learned")
+        if kwargs:
+            raise TypeError(f"FunctionalAttention got unexpected keyword argument(s) {sorted(kwargs)}")
         for name, value in (("channels", channels), ("heads", heads), ("num_bases", num_bases)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"'{name}' must be a positive int, got {value!r}")
         if channels % heads != 0:
             raise ValueError(f"'channels' ({channels}) must be divisible by 'heads' ({heads})")
-        if basis not in BASIS_KINDS:
-            raise ValueError(f"'basis' must be one of {BASIS_KINDS}, got {basis!r}")
+        if basis_type not in BASIS_TYPES:
+            raise ValueError(f"'basis_type' must be one of {tuple(BASIS_TYPES)}, got {basis_type!r}")
         if solve not in SOLVES:
             raise ValueError(f"'solve' must be one of {SOLVES}, got {solve!r}")
         if not 0.0 <= dropout < 1.0:
@@ -167,59 +175,56 @@ class FunctionalAttention(torch.nn.Module):
         self.heads = heads
         self.head_channels = channels // heads
         self.num_bases = num_bases
-        self.basis = basis
+        self.basis_type = basis_type
         self.dropout = dropout
         self.solve = solve
-        self.init_temperature = temperature
         self.init_ridge = ridge
-        d, k = self.head_channels, num_bases
+        d = self.head_channels
 
         self.lin_value = Linear(channels, channels, bias=bias)
-        if basis == "laplacian":
-            self.lin_basis_in = self.basis_proj = None
-            self.register_parameter("temperature", None)
-        else:
-            self.lin_basis_in = Linear(channels, channels, bias=bias)
-            # learned: the logits W_b u; laplacian_init: the correction Delta(u)
-            self.basis_proj = Linear(d, k)
-            if basis == "learned":
-                self.temperature = Parameter(torch.empty(heads))
-            else:
-                self.register_parameter("temperature", None)
+        self.basis_module = make_basis(basis_type, channels, heads, num_bases, bias=bias,
+                                       temperature=temperature)
         self.lin_q = Linear(d, d, bias=False)
         self.lin_k = Linear(d, d, bias=False)
         self.lin_v = Linear(d, d, bias=False)
         self.shared_ridge = shared_ridge
         self.ridge_raw = Parameter(torch.empty(1 if shared_ridge else heads))
         self.lin_out = Linear(channels, channels, bias=bias)
+        self._register_load_state_dict_pre_hook(_rename_old_keys)
         self.reset_parameters()
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""
         for lin in (self.lin_value, self.lin_q, self.lin_k, self.lin_v, self.lin_out):
             lin.reset_parameters()
-        if self.lin_basis_in is not None:
-            self.lin_basis_in.reset_parameters()
-        if self.basis == "learned":
-            torch.nn.init.orthogonal_(self.basis_proj.weight)
-            torch.nn.init.zeros_(self.basis_proj.bias)
-            torch.nn.init.constant_(self.temperature, self.init_temperature)
-        elif self.basis == "laplacian_init":
-            torch.nn.init.zeros_(self.basis_proj.weight)
-            torch.nn.init.zeros_(self.basis_proj.bias)
+        self.basis_module.reset_parameters()
         # softplus^-1(ridge)
         torch.nn.init.constant_(self.ridge_raw, self.init_ridge + math.log(-math.expm1(-self.init_ridge)))
+
+    @property
+    def basis(self) -> str:
+        """Deprecated name of :attr:`basis_type`."""
+        import warnings
+        warnings.warn("FunctionalAttention.basis was renamed to basis_type", FutureWarning,
+                      stacklevel=2)
+        return self.basis_type
 
     @property
     def ridge(self) -> Tensor:
         r"""The ridge parameter :math:`\lambda > 0` per head, ``[H]``."""
         return F.softplus(self.ridge_raw).expand(self.heads)
 
+    @property
+    def min_nodes(self) -> int:
+        """The fewest nodes a graph may have: ``num_bases`` for an orthonormal
+        basis (no more orthonormal functions than nodes), else 1."""
+        return self.num_bases if self.basis_module.min_nodes_is_num_bases else 1
+
     def forward(self, x: Tensor, batch: Optional[Tensor] = None, *, mass: Optional[Tensor] = None,
                 basis: Optional[Tensor] = None, batch_size: Optional[int] = None,
                 return_maps: bool = False,
                 chunk_size: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
-        r"""Runs the layer.
+        r"""Validates the inputs and runs the layer (:meth:`forward_validated`).
 
         Args:
             x (torch.Tensor): Node features ``[N, channels]``.
@@ -246,8 +251,120 @@ class FunctionalAttention(torch.nn.Module):
                 With autograd every chunk is checkpointed.  Same result up
                 to round-off; eager mode only. (default: ``None``, one pass)
         """
+        checks = ValueChecks()
+        self._check_x(x, checks)
+        layout = self.validate(x.shape[0], x.device, batch, batch_size, mass, basis, checks)
+        checks.run()
+        out = self.forward_validated(x, layout, return_maps=return_maps,
+                                     stream=streaming(chunk_size, x.shape[0]))
+        layout.deferred.run()
+        return out
+
+    def validate(self, num_nodes: int, device: torch.device, batch: Optional[Tensor],
+                 batch_size: Optional[int], mass: Optional[Tensor], basis: Optional[Tensor],
+                 checks: Optional[ValueChecks] = None) -> GraphLayout:
+        """The validated :class:`~tg_funcattn.nn._layout.GraphLayout` of the
+        graph inputs of ``num_nodes`` nodes on ``device`` for this layer
+        (value checks added to ``checks`` when given, to be run by the
+        caller)."""
+        uses = self.basis_module.uses_eigenbasis
+        if not uses and basis is not None:
+            raise ValueError("'basis' is only used with basis_type='laplacian' or "
+                             "'laplacian_init'; this layer learns its basis (basis_type='learned')")
+        if uses and basis is None:
+            raise ValueError(f"basis_type='{self.basis_type}' needs the 'basis' argument: per-node "
+                             f"values [N, >= {self.num_bases}] of the Laplacian eigenbasis "
+                             "(e.g. data.evecs)")
+        return validate_layout(num_nodes, device, batch, batch_size, mass, basis,
+                               min_nodes=self.min_nodes, min_basis_width=self.num_bases,
+                               checks=checks)
+
+    def forward_validated(self, x: Tensor, layout: GraphLayout, *, return_maps: bool = False,
+                          stream: Streaming = ONE_PASS) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
+        """The layer on validated inputs: ``x`` ``[N, channels]`` (trusted to
+        match the layer), the layout from :meth:`validate` and the streaming
+        decision of :func:`~tg_funcattn.nn._layout.streaming`."""
+        H, k = self.heads, self.num_bases
+        dtype = _compute_dtype(x)  # autocast's dtype (float32 for float16)
+        weight = layout.node_weights(self.basis_module.normalized_mass, dtype)
+        psi = layout.basis[:, :k] if self.basis_module.uses_eigenbasis else None
+        if stream.chunk_size is None:
+            # one pass: the basis of the analysis is reused by the synthesis
+            phi, value = self._basis(x, psi, dtype)
+            sums = self.basis_module.analysis(phi, value, weight, layout.ptr)
+            out_coef, state, fmap = self._map(sums, layout, return_maps)
+            mat = self.basis_module.synthesis_matrix(out_coef, state, dtype)
+            out = self.lin_out(self.basis_module.synthesis(phi, mat, layout.ptr))
+            if return_maps:
+                bases = self.basis_module.final(phi, state, layout.ptr)
+        else:
+            out, fmap, bases = self._attend_chunked(x, psi, weight, layout, stream, dtype,
+                                                    return_maps)
+        out = F.dropout(out, p=self.dropout, training=self.training)
+        if not return_maps:
+            return out
+        return out, bases.transpose(0, 1).expand(x.shape[0], H, k), fmap
+
+    def _basis(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """Basis values ``[H or 1, n, k]`` and projected values ``[n, channels]``
+        of a contiguous range of nodes."""
+        return self.basis_module.values(x, psi, dtype), self.lin_value(x)
+
+    def _map(self, sums: Tensor, layout: GraphLayout, return_map: bool):
+        """Coefficients from the analysis sums, then the functional map:
+        ``C V`` ``[B, H, k, d]``, the basis kind's synthesis state and ``C``."""
+        coef, state = self.basis_module.coefficients(sums, layout.deferred)
+        out_coef, fmap = _functional_map(self.lin_q(coef), self.lin_k(coef), self.lin_v(coef),
+                                         self.ridge, self._resolve_solve(), return_map)
+        return out_coef, state, fmap
+
+    def _attend_chunked(self, x: Tensor, psi: Optional[Tensor], weight: Tensor,
+                        layout: GraphLayout, stream: Streaming, dtype: torch.dtype,
+                        return_maps: bool):
+        """Two streaming passes over chunks of nodes: the analysis sums are
+        accumulated per graph, the basis is recomputed for the synthesis.
+        Memory ``O(N channels + chunk_size heads k)``; with autograd every
+        chunk is checkpointed (recomputed in the backward pass)."""
+        basis_module = self.basis_module
+        chunks = layout.chunks(stream.chunk_size)
+
+        def analysis(x_c, psi_c, w_c, ptr_c):
+            phi, value = self._basis(x_c, psi_c, dtype)
+            return basis_module.analysis(phi, value, w_c, ptr_c)
+
+        sums = None
+        for s, e, g0, g1, ptr_c in chunks:
+            part = stream.run(analysis, x[s:e], None if psi is None else psi[s:e], weight[s:e], ptr_c)
+            if sums is None:
+                sums = part.new_zeros((layout.num_graphs,) + part.shape[1:])
+            index = torch.arange(g0, g1, device=x.device)
+            sums = sums.index_add(0, index, part) if stream.checkpoint else \
+                sums.index_add_(0, index, part)
+        out_coef, state, fmap = self._map(sums, layout, return_maps)
+        mat = basis_module.synthesis_matrix(out_coef, state, dtype)
+
+        def synthesis(x_c, psi_c, mat_c, ptr_c):
+            phi = basis_module.values(x_c, psi_c, dtype)
+            return self.lin_out(basis_module.synthesis(phi, mat_c, ptr_c))
+
+        def bases(x_c, psi_c, state_c, ptr_c):
+            return basis_module.final(basis_module.values(x_c, psi_c, dtype), state_c, ptr_c)
+
+        outs, phis = [], []
+        for s, e, g0, g1, ptr_c in chunks:
+            psi_c = None if psi is None else psi[s:e]
+            outs.append(stream.run(synthesis, x[s:e], psi_c, mat[g0:g1], ptr_c))
+            if return_maps:
+                phis.append(bases(x[s:e], psi_c, None if state is None else state[g0:g1], ptr_c))
+        return torch.cat(outs), fmap, (torch.cat(phis, dim=1) if return_maps else None)
+
+    def _resolve_solve(self) -> str:
+        if self.solve != "auto":
+            return self.solve
+        return "primal" if self.num_bases < self.head_channels else "dual"
+
+    def _check_x(self, x: Tensor, checks: ValueChecks) -> None:
         check_tensor(x, "x", ndim=2, floating=True)
-        num_nodes = x.shape[0]
         if x.shape[1] != self.channels:
             raise ValueError(f"'x' must have shape [N, {self.channels}], got {tuple(x.shape)}")
         weight_param = self.lin_value.weight
@@ -257,242 +374,20 @@ class FunctionalAttention(torch.nn.Module):
         if x.dtype != weight_param.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"'x' has dtype {x.dtype} but the layer's parameters are "
                             f"{weight_param.dtype}; convert one with .to() or use torch.autocast")
-        check_finite(x, "x")
-        min_nodes = 1 if self.basis == "learned" else self.num_bases
-        seg = segments(batch, num_nodes, x.device, batch_size, min_nodes=min_nodes)
-        if mass is not None:
-            check_mass(mass, num_nodes, x.device)
-        psi = self._check_basis(basis, num_nodes, x.device)
-
-        H, k = self.heads, self.num_bases
-        dtype = _compute_dtype(x)  # autocast's dtype (float32 for float16)
-        weight = self._node_weights(mass, seg, num_nodes, dtype)
-        if chunk_size is not None:
-            if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-                raise ValueError(f"'chunk_size' must be a positive int, got {chunk_size!r}")
-            if tracing():
-                raise RuntimeError("'chunk_size' streams over the nodes in Python; "
-                                   "it is not supported under torch.compile")
-        if chunk_size is None or chunk_size >= num_nodes:
-            # one pass: the basis of the analysis is reused by the synthesis
-            phi, value = self._basis(x, psi, dtype)
-            sums = self._analysis(phi, value, weight, seg.ptr)
-            coef, r_inv = self._coefficients(sums)
-            out_coef, fmap = self._map(coef, return_maps)
-            mat = self._synthesis_matrix(out_coef, r_inv, dtype)
-            out = self.lin_out(self._synthesis(phi, mat, seg.ptr))
-            if return_maps:
-                bases = self._final_basis(phi, r_inv, seg.ptr)
-        else:
-            out, fmap, bases = self._forward_chunked(x, psi, weight, seg, chunk_size, dtype,
-                                                     return_maps)
-        out = F.dropout(out, p=self.dropout, training=self.training)
-        if not return_maps:
-            return out
-        return out, bases.transpose(0, 1).expand(num_nodes, H, k), fmap
-
-    # The layer in steps, each on a contiguous range of nodes (the whole input,
-    # or one chunk of it with ``ptr`` local to the chunk).
-
-    def _basis(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-        """Basis values ``phi [H or 1, n, k]`` (before re-orthonormalisation for
-        ``laplacian_init``) and the projected values ``[n, channels]``."""
-        value = self.lin_value(x)
-        if self.basis == "laplacian":  # one basis shared by the heads
-            return psi.to(dtype).unsqueeze(0), value
-        n, H, d = x.shape[0], self.heads, self.head_channels
-        u = self.lin_basis_in(x).view(n, H, d).transpose(0, 1)  # [H, n, d]
-        if self.basis == "laplacian_init":
-            return psi.to(dtype) + self._head_linear(u), value
-        # W_b u / tau with 1/tau folded into the small weight, not the [H, n, k] logits
-        scale = self.temperature.clamp(0.1, 5.0).reciprocal().view(H, 1, 1)
-        logits = self._head_linear(u, scale).to(torch.promote_types(dtype, torch.float32))
-        return torch.softmax(logits, dim=-1).to(dtype), value
-
-    def _analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
-        """The per-graph sums over nodes in one segment product:
-        ``laplacian``: ``Phi^T M V`` ``[B, 1, k, channels]``; ``learned``:
-        ``[Phi^T M V | Phi^T M 1]`` ``[B, H, k, d + 1]``; ``laplacian_init``:
-        ``[Phi^T M V | Phi^T M Phi]`` ``[B, H, k, d + k]``."""
-        n, H, d = value.shape[0], self.heads, self.head_channels
-        if self.basis == "laplacian":
-            return segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), ptr)
-        w = weight.view(1, n, 1)
-        weighted = value.view(n, H, d).transpose(0, 1) * w
-        extra = w.expand(H, n, 1) if self.basis == "learned" else phi * w
-        return segment_matmul_tn(phi, torch.cat([weighted, extra], dim=-1), ptr)
-
-    def _coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """Coefficients ``A [B, H, k, d]`` from the sums of :meth:`_analysis`,
-        and for ``laplacian_init`` the inverse Cholesky factor ``R^{-1}`` of the
-        Gram matrix (``Phi R^{-1}`` is the orthonormalised basis)."""
-        H, d, k = self.heads, self.head_channels, self.num_bases
-        if self.basis == "laplacian":
-            return sums.view(-1, k, H, d).transpose(1, 2), None
-        if self.basis == "learned":
-            return sums[..., :d] / (sums[..., d:] + PARTITION_EPS), None
-        r_inv = self._inverse_cholesky(sums[..., d:])
-        # (Phi R^{-1})^T M V = R^{-T} (Phi^T M V)
-        return (r_inv.transpose(-1, -2) @ sums[..., :d].to(r_inv.dtype)).to(sums.dtype), r_inv
-
-    def _map(self, coef: Tensor, return_map: bool) -> Tuple[Tensor, Optional[Tensor]]:
-        out_coef, fmap = _functional_map(self.lin_q(coef), self.lin_k(coef), self.lin_v(coef),
-                                         self.ridge, self._resolve_solve(), return_map)
-        return out_coef, fmap
-
-    def _synthesis_matrix(self, out_coef: Tensor, r_inv: Optional[Tensor],
-                          dtype: torch.dtype) -> Tensor:
-        """What the synthesis multiplies the basis with, per graph (in ``dtype``)."""
-        k, H, d = self.num_bases, self.heads, self.head_channels
-        if r_inv is not None:
-            out_coef = r_inv @ out_coef.to(r_inv.dtype)
-        out_coef = out_coef.to(dtype)
-        if self.basis == "laplacian":
-            return out_coef.transpose(1, 2).reshape(-1, 1, k, H * d)
-        return out_coef
-
-    def _final_basis(self, phi: Tensor, r_inv: Optional[Tensor], ptr: Tensor) -> Tensor:
-        """The basis the layer uses (``Phi R^{-1}`` for ``laplacian_init``), for ``return_maps``."""
-        return phi if r_inv is None else segment_matmul_nn(phi, r_inv.to(phi.dtype), ptr)
-
-    def _synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
-        """``Phi B`` per graph, heads concatenated: ``[n, channels]``."""
-        out = segment_matmul_nn(phi, mat, ptr)
-        n = phi.shape[1]
-        if self.basis == "laplacian":
-            return out.view(n, self.channels)
-        return out.transpose(0, 1).reshape(n, self.channels)
-
-    def _forward_chunked(self, x: Tensor, psi: Optional[Tensor], weight: Tensor, seg,
-                         chunk_size: int, dtype: torch.dtype, return_maps: bool):
-        """Two streaming passes over chunks of nodes: the analysis sums are
-        accumulated per graph, the basis is recomputed for the synthesis.
-        Memory ``O(N channels + chunk_size heads k)``; with autograd every
-        chunk is checkpointed (recomputed in the backward pass)."""
-        from torch.utils.checkpoint import checkpoint
-
-        grad = torch.is_grad_enabled()
-
-        def run(fn, *args):
-            return checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args)
-
-        bounds = seg.ptr.tolist()
-        chunks = []
-        for s in range(0, x.shape[0], chunk_size):
-            e = min(s + chunk_size, x.shape[0])
-            g0 = bisect.bisect_right(bounds, s) - 1
-            g1 = bisect.bisect_left(bounds, e) - 1
-            local = [max(bounds[g] - s, 0) for g in range(g0, g1 + 1)] + [e - s]
-            chunks.append((s, e, g0, g1 + 1, torch.tensor(local, device=x.device)))
-
-        def analysis(x_c, psi_c, w_c, ptr_c):
-            phi, value = self._basis(x_c, psi_c, dtype)
-            return self._analysis(phi, value, w_c, ptr_c)
-
-        sums = None
-        for s, e, g0, g1, ptr_c in chunks:
-            part = run(analysis, x[s:e], None if psi is None else psi[s:e], weight[s:e], ptr_c)
-            if sums is None:
-                sums = part.new_zeros((seg.num_graphs,) + part.shape[1:])
-            index = torch.arange(g0, g1, device=x.device)
-            sums = sums.index_add(0, index, part) if grad else sums.index_add_(0, index, part)
-        coef, r_inv = self._coefficients(sums)
-        out_coef, fmap = self._map(coef, return_maps)
-        mat = self._synthesis_matrix(out_coef, r_inv, dtype)
-
-        def synthesis(x_c, psi_c, mat_c, ptr_c):
-            phi, _ = self._basis(x_c, psi_c, dtype)
-            return self.lin_out(self._synthesis(phi, mat_c, ptr_c))
-
-        def bases(x_c, psi_c, r_inv_c, ptr_c):
-            return self._final_basis(self._basis(x_c, psi_c, dtype)[0], r_inv_c, ptr_c)
-
-        outs, phis = [], []
-        for s, e, g0, g1, ptr_c in chunks:
-            psi_c = None if psi is None else psi[s:e]
-            outs.append(run(synthesis, x[s:e], psi_c, mat[g0:g1], ptr_c))
-            if return_maps:
-                phis.append(bases(x[s:e], psi_c, None if r_inv is None else r_inv[g0:g1], ptr_c))
-        return torch.cat(outs), fmap, (torch.cat(phis, dim=1) if return_maps else None)
-
-    def _head_linear(self, u: Tensor, scale: Optional[Tensor] = None) -> Tensor:
-        """``basis_proj`` applied to ``u [H, N, d]`` -> ``[H, N, k]``, optionally
-        scaled per head, as one batched GEMM with the bias folded in as a row of
-        the weight (``[u | 1] [W^T; b]``): ``baddbmm`` would first copy the
-        broadcast bias into the whole ``[H, N, k]`` output, a pass over the
-        largest tensor of the layer."""
-        weight = torch.cat([self.basis_proj.weight.t(), self.basis_proj.bias.unsqueeze(0)])
-        weight = weight.unsqueeze(0)  # [1, d + 1, k]
-        if scale is not None:
-            weight = weight * scale
-        weight = weight.expand(u.shape[0], -1, -1).to(u.dtype)
-        return torch.bmm(torch.cat([u, u.new_ones(u.shape[:2] + (1,))], dim=-1), weight)
-
-    def _resolve_solve(self) -> str:
-        if self.solve != "auto":
-            return self.solve
-        return "primal" if self.num_bases < self.head_channels else "dual"
-
-    def _check_basis(self, basis: Optional[Tensor], num_nodes: int,
-                     device: torch.device) -> Optional[Tensor]:
-        if self.basis == "learned":
-            if basis is not None:
-                raise ValueError("'basis' is only used with basis='laplacian' or "
-                                 "'laplacian_init'; this layer learns its basis (basis='learned')")
-            return None
-        if basis is None:
-            raise ValueError(f"basis='{self.basis}' needs the 'basis' argument: per-node values "
-                             f"[N, >= {self.num_bases}] of the Laplacian eigenbasis (e.g. data.evecs)")
-        check_tensor(basis, "basis", ndim=2, floating=True)
-        if basis.shape[0] != num_nodes or basis.shape[1] < self.num_bases:
-            raise ValueError(f"'basis' must have shape [N, >= num_bases] = [{num_nodes}, "
-                             f">= {self.num_bases}], got {tuple(basis.shape)}")
-        if basis.device != device:
-            raise ValueError(f"'basis' is on {basis.device} but the node features are on {device}")
-        check_finite(basis, "basis")
-        return basis[:, :self.num_bases]
-
-    def _node_weights(self, mass: Optional[Tensor], seg, num_nodes: int,
-                      dtype: torch.dtype) -> Tensor:
-        """Quadrature weight of every node ``[N]``: ``1 / n_b`` without mass; the
-        mass normalised per graph for the soft partition (only relative mass
-        matters there); the raw mass for an orthonormal basis."""
-        if mass is None:
-            per_graph = seg.counts.to(dtype).reciprocal()
-            return per_graph.expand(num_nodes) if seg.batch is None else per_graph[seg.batch]
-        if self.basis != "learned":
-            return mass.to(dtype)
-        if seg.batch is None:
-            return (mass / mass.sum()).to(dtype)
-        total = segment_sum(mass, seg.ptr, seg.batch)
-        return (mass / total[seg.batch]).to(dtype)
-
-    def _inverse_cholesky(self, gram: Tensor) -> Tensor:
-        """``R^{-1}`` in the wide dtype with ``R^T R = gram + jitter`` (the mass
-        Gram matrix of the basis ``[B, H, k, k]``, see :data:`GRAM_JITTER`), so
-        ``Phi R^{-1}`` is orthonormal; directions in which the basis vanishes
-        stay (near) zero instead of being blown up."""
-        wide = torch.float64 if _has_float64(gram.device) else torch.float32
-        eps = max(GRAM_JITTER, 8 * torch.finfo(gram.dtype).eps)
-        with torch.autocast(gram.device.type, enabled=False):
-            gram = gram.to(wide)
-            eye = torch.eye(self.num_bases, dtype=wide, device=gram.device)
-            scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(wide).tiny)
-            chol, info = torch.linalg.cholesky_ex(gram + eps * scale[..., None, None] * eye,
-                                                  upper=True)
-            if not tracing() and bool((info > 0).any()):
-                g = int((info > 0).any(-1).nonzero()[0])
-                raise ValueError(f"the basis of graph {g} has a mass Gram matrix that is not "
-                                 "positive semi-definite; cannot re-orthonormalise it")
-            return torch.linalg.solve_triangular(chol, eye, upper=True)
+        check_finite(x, "x", checks)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
-                f"num_bases={self.num_bases}, basis='{self.basis}')")
+                f"num_bases={self.num_bases}, basis_type='{self.basis_type}')")
 
 
-def _has_float64(device: torch.device) -> bool:
-    return device.type != "mps"
+def _rename_old_keys(state_dict, prefix, *args) -> None:
+    """Loads state dicts saved before the basis kinds became modules."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        for old, new in _OLD_KEYS.items():
+            if key[len(prefix):].startswith(old):
+                state_dict[prefix + new + key[len(prefix) + len(old):]] = state_dict.pop(key)
+                break
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -513,7 +408,7 @@ def _functional_map(q: Tensor, k: Tensor, v: Tensor, ridge: Tensor, solve: str,
     ``q, k, v`` are ``[B, H, m, d]``; ``ridge`` is ``[H]``.  Returns ``B`` and,
     if asked, ``C`` (``[B, H, m, m]``), both in the wide dtype.
     """
-    wide = torch.float64 if _has_float64(q.device) else torch.float32
+    wide = wide_dtype(q.device)
     with torch.autocast(q.device.type, enabled=False):
         q, k, v = q.to(wide), k.to(wide), v.to(wide)
         kt = k.transpose(-1, -2)

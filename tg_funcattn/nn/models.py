@@ -9,12 +9,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
 
-from .._validation import check_finite, check_mass, check_tensor, segments
-from ..ops.knn import knn_graph
+from .._deprecation import renamed
+from .._validation import ValueChecks, check_finite, check_tensor
+from ..ops.knn import knn_graph_validated
 from ..ops.segment import segment_sum
+from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
+from .bases import AdaptedOrthonormal
 from .functional_attention import FunctionalAttention
 
 LOCAL_KINDS = ("point_transformer", "edgeconv")
+READOUTS = ("node", "graph")
 LIFTS = ("mlp", "residual")
 HEADS = ("mlp", "linear")
 INITS = ("default", "trunc_normal")
@@ -102,8 +106,8 @@ class FuncAttnBlock(Module):
         channels (int): Size of each sample.
         heads (int, optional): Attention heads. (default: :obj:`8`)
         num_bases (int, optional): Basis functions per head. (default: :obj:`32`)
-        basis (str, optional): ``"learned"``, ``"laplacian"`` or
-            ``"laplacian_init"``. (default: :obj:`"learned"`)
+        basis_type (str, optional): ``"learned"``, ``"laplacian"`` or
+            ``"laplacian_init"`` (formerly ``basis``). (default: :obj:`"learned"`)
         mlp_ratio (float, optional): Hidden size of the MLP relative to
             ``channels``. (default: :obj:`2.0`)
         dropout (float, optional): Dropout in attention and MLP. (default: :obj:`0.0`)
@@ -113,8 +117,9 @@ class FuncAttnBlock(Module):
             MLP), any PyG conv module called as ``conv(x, edge_index)`` or
             ``conv(x, pos, edge_index)``, or a factory ``channels -> module``;
             ``None`` for no local branch. (default: :obj:`None`)
-        k (int, optional): Neighbours of the kNN graph when ``edge_index`` is
-            not passed to :meth:`forward`. (default: :obj:`16`)
+        num_neighbors (int, optional): Neighbours of the kNN graph when
+            ``edge_index`` is not passed to :meth:`forward` (formerly ``k``).
+            (default: :obj:`16`)
         **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
 
     Shapes:
@@ -125,14 +130,18 @@ class FuncAttnBlock(Module):
     """
 
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
-                 basis: str = "learned", mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 basis_type: str = "learned", mlp_ratio: float = 2.0, dropout: float = 0.0,
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
-                 k: int = 16, **kwargs):
+                 num_neighbors: int = 16, **kwargs):
         super().__init__()
+        basis_type = renamed(kwargs, "basis", "basis_type", "FuncAttnBlock", basis_type, "learned")
+        num_neighbors = renamed(kwargs, "k", "num_neighbors", "FuncAttnBlock", num_neighbors, 16)
+        if not isinstance(num_neighbors, int) or isinstance(num_neighbors, bool) or num_neighbors < 1:
+            raise ValueError(f"'num_neighbors' must be a positive int, got {num_neighbors!r}")
         self.channels = channels
-        self.k = k
+        self.num_neighbors = num_neighbors
         self.norm1 = LayerNorm(channels)
-        self.attn = FunctionalAttention(channels, heads, num_bases, basis, dropout, **kwargs)
+        self.attn = FunctionalAttention(channels, heads, num_bases, basis_type, dropout, **kwargs)
         self.local = None if local is None else _make_local(local, channels)
         self._local_takes_pos = self.local is not None and \
             "pos" in inspect.signature(self.local.forward).parameters
@@ -153,33 +162,51 @@ class FuncAttnBlock(Module):
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, batch_size: Optional[int] = None,
                 return_maps: bool = False, chunk_size: Optional[int] = None):
-        """Runs the block; ``pos`` or ``edge_index`` is needed only with a local
-        branch.  With ``return_maps=True`` also returns the attention's bases
-        and functional maps; ``chunk_size`` streams the attention over chunks
-        of nodes (see :class:`FunctionalAttention`)."""
-        h = self.norm1(x)
-        attn = self.attn(h, batch, mass=mass, basis=basis, batch_size=batch_size,
-                         return_maps=return_maps, chunk_size=chunk_size)
+        """Validates the inputs and runs the block (:meth:`forward_validated`);
+        ``pos`` or ``edge_index`` is needed only with a local branch.  With
+        ``return_maps=True`` also returns the attention's bases and
+        functional maps; ``chunk_size`` streams over chunks of nodes (see
+        :class:`FunctionalAttention`)."""
+        checks = ValueChecks()
+        self.attn._check_x(x, checks)
+        if self.local is not None and (edge_index is None or self._local_takes_pos):
+            if pos is None:
+                raise ValueError("the local branch needs 'pos' (or a precomputed 'edge_index')"
+                                 if edge_index is None else f"{type(self.local).__name__} needs 'pos'")
+            check_tensor(pos, "pos", ndim=2, floating=True)
+            check_finite(pos, "pos", checks)
+        layout = self.attn.validate(x.shape[0], x.device, batch, batch_size, mass, basis, checks)
+        checks.run()
+        if self.local is not None and edge_index is None:
+            edge_index = knn_edges(pos, self.num_neighbors, layout)
+        out = self.forward_validated(x, layout, pos=pos, edge_index=edge_index,
+                                     return_maps=return_maps,
+                                     stream=streaming(chunk_size, x.shape[0]))
+        layout.deferred.run()
+        return out
+
+    def forward_validated(self, x: Tensor, layout: GraphLayout, *, pos: Optional[Tensor] = None,
+                          edge_index: Optional[Tensor] = None, return_maps: bool = False,
+                          stream: Streaming = ONE_PASS):
+        """The block on validated inputs (see
+        :meth:`FunctionalAttention.forward_validated`); ``edge_index`` is
+        required with a local branch."""
+        h = stream.rowwise(self.norm1, x)
+        attn = self.attn.forward_validated(h, layout, return_maps=return_maps, stream=stream)
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
         out = x + attn
         if self.local is not None:
-            if edge_index is None:
-                if pos is None:
-                    raise ValueError("the local branch needs 'pos' (or a precomputed 'edge_index')")
-                edge_index = knn_graph(pos, self.k, batch)
             if self._local_takes_pos:
-                if pos is None:
-                    raise ValueError(f"{type(self.local).__name__} needs 'pos'")
                 out = out + self.local(h, pos, edge_index)
             else:
                 out = out + self.local(h, edge_index)
-        out = out + _rowwise(lambda t: self.mlp(self.norm2(t)), out, chunk_size)
+        out = out + stream.rowwise(lambda t: self.mlp(self.norm2(t)), out)
         return (out, *maps) if return_maps else out
 
     def __repr__(self) -> str:
         local = None if self.local is None else type(self.local).__name__
         return (f"{self.__class__.__name__}({self.channels}, heads={self.attn.heads}, "
-                f"num_bases={self.attn.num_bases}, basis='{self.attn.basis}', local={local})")
+                f"num_bases={self.attn.num_bases}, basis_type='{self.attn.basis_type}', local={local})")
 
 
 class FuncAttnNet(Module):
@@ -198,7 +225,7 @@ class FuncAttnNet(Module):
     branch (PyTorch's initialisation and a single Linear head; see the README,
     "Results on real data"); on meshes, ``basis="laplacian_init"`` with the
     surface's eigenbasis was the only kind that learned more than what a
-    point's own position tells, and ``local="edgeconv", k=8`` added about 9
+    point's own position tells, and ``local="edgeconv", num_neighbors=8`` added about 9
     points of accuracy at about 6x the time per epoch.  :meth:`from_preset`
     builds the authors' RNA model.
 
@@ -209,9 +236,11 @@ class FuncAttnNet(Module):
         num_layers (int, optional): Number of blocks. (default: :obj:`4`)
         heads (int, optional): Attention heads. (default: :obj:`8`)
         num_bases (int, optional): Basis functions per head. (default: :obj:`32`)
-        basis (str, optional): ``"learned"``, ``"laplacian"`` or
-            ``"laplacian_init"``. (default: :obj:`"learned"`)
-        task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
+        basis_type (str, optional): ``"learned"``, ``"laplacian"`` or
+            ``"laplacian_init"`` (formerly ``basis``). (default: :obj:`"learned"`)
+        readout (str, optional): ``"node"`` (one output per node) or
+            ``"graph"`` (the mass-weighted mean of each graph's nodes before
+            the head; formerly ``task``). (default: :obj:`"node"`)
         pos_channels (int, optional): Dimension of ``pos``, concatenated to
             ``x`` at the input; ``0`` to ignore positions in the lift.
             (default: :obj:`3`)
@@ -219,9 +248,9 @@ class FuncAttnNet(Module):
             conditioning; ``None`` for none. (default: :obj:`None`)
         local (str or torch.nn.Module or callable, optional): Local branch of
             every block (see :class:`FuncAttnBlock`). (default: :obj:`None`)
-        k (int, optional): Neighbours of the kNN graph of the local branch,
-            built once per forward pass and shared by the blocks.
-            (default: :obj:`16`)
+        num_neighbors (int, optional): Neighbours of the kNN graph of the
+            local branch, built once per forward pass and shared by the
+            blocks (formerly ``k``). (default: :obj:`16`)
         mlp_ratio (float, optional): MLP width relative to ``hidden_channels``.
             (default: :obj:`2.0`)
         dropout (float, optional): Dropout. (default: :obj:`0.0`)
@@ -242,24 +271,25 @@ class FuncAttnNet(Module):
         - **input:** node features :math:`(N, F_{in})` or ``None``, positions
           :math:`(N, D)`, batch :math:`(N)`, mass :math:`(N)`, basis
           :math:`(N, k')`, category :math:`(B)`
-        - **output:** :math:`(N, F_{out})` for ``task="node"``,
-          :math:`(B, F_{out})` for ``task="graph"``
+        - **output:** :math:`(N, F_{out})` for ``readout="node"``,
+          :math:`(B, F_{out})` for ``readout="graph"``
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  num_layers: int = 4, heads: int = 8, num_bases: int = 32,
-                 basis: str = "learned", task: str = "node", pos_channels: int = 3,
+                 basis_type: str = "learned", readout: str = "node", pos_channels: int = 3,
                  num_categories: Optional[int] = None,
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
-                 k: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 num_neighbors: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0,
                  lift: str = "mlp", head: str = "linear", init: str = "default", **kwargs):
         super().__init__()
+        basis_type = renamed(kwargs, "basis", "basis_type", "FuncAttnNet", basis_type, "learned")
+        readout = renamed(kwargs, "task", "readout", "FuncAttnNet", readout, "node")
+        num_neighbors = renamed(kwargs, "k", "num_neighbors", "FuncAttnNet", num_neighbors, 16)
         for name, value, kinds in (("lift", lift, LIFTS), ("head", head, HEADS),
-                                   ("init", init, INITS)):
+                                   ("init", init, INITS), ("readout", readout, READOUTS)):
             if value not in kinds:
                 raise ValueError(f"'{name}' must be one of {kinds}, got {value!r}")
-        if task not in ("node", "graph"):
-            raise ValueError(f"'task' must be 'node' or 'graph', got {task!r}")
         if in_channels < 0 or pos_channels < 0 or in_channels + pos_channels == 0:
             raise ValueError("'in_channels' + 'pos_channels' must be positive (the lift needs an input)")
         if num_layers < 1:
@@ -268,18 +298,18 @@ class FuncAttnNet(Module):
         self.hidden_channels = hidden_channels
         self.out_channels = out_channels
         self.num_layers = num_layers
-        self.task = task
+        self.readout = readout
         self.pos_channels = pos_channels
         self.num_categories = num_categories
-        self.k = k
+        self.num_neighbors = num_neighbors
         self.init = init
         self.lift = (MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
         self.category_emb = None if num_categories is None else \
             torch.nn.Embedding(num_categories, hidden_channels)
         self.blocks = torch.nn.ModuleList([
-            FuncAttnBlock(hidden_channels, heads, num_bases, basis, mlp_ratio, dropout, local, k,
-                          **kwargs) for _ in range(num_layers)])
+            FuncAttnBlock(hidden_channels, heads, num_bases, basis_type, mlp_ratio, dropout, local,
+                          num_neighbors, **kwargs) for _ in range(num_layers)])
         if head == "mlp":
             self.norm = LayerNorm(hidden_channels)
             self.head = MLP(hidden_channels, hidden_channels, out_channels, dropout)
@@ -323,10 +353,13 @@ class FuncAttnNet(Module):
         ``[N, heads, k]``, functional maps ``[B, heads, k, k]``).
         ``chunk_size`` streams every attention layer over chunks of nodes
         (for very large graphs; see :class:`FunctionalAttention`); without
-        autograd also the per-node MLPs, so that inference holds
-        ``O(N hidden_channels)`` memory; with autograd every block is
-        checkpointed (recomputed in the backward pass), so that training
-        keeps one ``[N, hidden_channels]`` input per block."""
+        autograd also the per-node maps (lift, norms, MLPs, head), so that
+        inference holds ``O(N hidden_channels)`` memory; with autograd
+        every chunk of every layer is checkpointed (recomputed once in the
+        backward pass; nothing else is), so that training keeps three
+        ``[N, hidden_channels]`` tensors per block (its input, the
+        normalised input and the attention residual)."""
+        checks = ValueChecks()
         inputs = []
         if self.in_channels > 0:
             if x is None:
@@ -334,15 +367,17 @@ class FuncAttnNet(Module):
             check_tensor(x, "x", ndim=2, floating=True)
             if x.shape[1] != self.in_channels:
                 raise ValueError(f"'x' must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
+            check_finite(x, "x", checks)
             inputs.append(x)
         elif x is not None and x.numel() > 0:
             raise ValueError("'x' was given but the model was built with in_channels=0; "
                              "set in_channels to its width")
-        if self.pos_channels > 0 or self.blocks[0].local is not None:
+        local = self.blocks[0].local is not None
+        if self.pos_channels > 0 or local:
             if pos is None:
                 raise ValueError("'pos' is required (for the lift or the local branch)")
             check_tensor(pos, "pos", ndim=2, floating=True)
-            check_finite(pos, "pos")
+            check_finite(pos, "pos", checks)
         if self.pos_channels > 0:
             if pos.shape[1] != self.pos_channels:
                 raise ValueError(f"'pos' must have shape [N, {self.pos_channels}], got {tuple(pos.shape)}")
@@ -350,54 +385,47 @@ class FuncAttnNet(Module):
                 raise ValueError(f"'pos' has {pos.shape[0]} rows but 'x' has {inputs[0].shape[0]}")
             inputs.append(pos.to(inputs[0].dtype) if inputs else pos)
         h = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
-        seg = segments(batch, h.shape[0], h.device, batch_size)
-        if mass is not None:
-            check_mass(mass, h.shape[0], h.device)
-        h = _rowwise(self.lift, h, chunk_size)
+        layout = self.blocks[0].attn.validate(h.shape[0], h.device, batch, batch_size, mass, basis,
+                                              checks)
         if self.category_emb is not None:
             if category is None:
                 raise ValueError(f"'category' [B] is required: the model was built with "
                                  f"num_categories={self.num_categories}")
             check_tensor(category, "category", ndim=1)
-            if category.numel() != seg.num_graphs:
-                raise ValueError(f"'category' must have one entry per graph ({seg.num_graphs}), "
+            if category.numel() != layout.num_graphs:
+                raise ValueError(f"'category' must have one entry per graph ({layout.num_graphs}), "
                                  f"got shape {tuple(category.shape)}")
-            emb = self.category_emb(category)
-            h = h + (emb.expand(h.shape[0], -1) if seg.batch is None else emb[seg.batch])
         elif category is not None:
             raise ValueError("'category' was given but the model was built without num_categories")
+        checks.run()
 
-        edge_index = None
-        if self.blocks[0].local is not None:
-            edge_index = knn_graph(pos, self.k, batch)
+        # the one decision of how to stream: every block and per-node map follows it
+        stream = streaming(chunk_size, h.shape[0])
+        h = stream.rowwise(self.lift, h)
+        if self.category_emb is not None:
+            emb = self.category_emb(category)
+            h = h + (emb.expand(h.shape[0], -1) if layout.batch is None else emb[layout.batch])
+        edge_index = knn_edges(pos, self.num_neighbors, layout) if local else None
         maps = []
-        # streaming with autograd: every block is checkpointed too, so that only its
-        # input is kept for the backward pass (the MLP activations of all blocks
-        # would otherwise dominate: about 18 GB for 4 blocks on a 1M-node graph)
-        recompute = chunk_size is not None and torch.is_grad_enabled() and not return_maps
         for block in self.blocks:
-            kwargs = dict(mass=mass, basis=basis, edge_index=edge_index, batch_size=seg.num_graphs,
-                          return_maps=return_maps, chunk_size=chunk_size)
-            if recompute:
-                from torch.utils.checkpoint import checkpoint
-                h = checkpoint(block, h, pos, batch, use_reentrant=False, **kwargs)
-            else:
-                h = block(h, pos, batch, **kwargs)
+            h = block.forward_validated(h, layout, pos=pos, edge_index=edge_index,
+                                        return_maps=return_maps, stream=stream)
             if return_maps:
                 h, bases, fmap = h
                 maps.append((bases, fmap))
         if self.norm is not None:
-            h = _rowwise(self.norm, h, chunk_size)
-        if self.task == "graph":
-            h = _weighted_mean(h, mass, seg)
-        out = _rowwise(self.head, h, chunk_size)
+            h = stream.rowwise(self.norm, h)
+        if self.readout == "graph":
+            h = _weighted_mean(h, layout)
+        out = stream.rowwise(self.head, h)
+        layout.deferred.run()
         return (out, maps) if return_maps else out
 
     def __repr__(self) -> str:
         attn = self.blocks[0].attn
         return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
                 f"{self.out_channels}, num_layers={self.num_layers}, heads={attn.heads}, "
-                f"num_bases={attn.num_bases}, basis='{attn.basis}', task='{self.task}')")
+                f"num_bases={attn.num_bases}, basis_type='{attn.basis_type}', readout='{self.readout}')")
 
 
 def _trunc_normal_linears(modules) -> None:
@@ -406,8 +434,8 @@ def _trunc_normal_linears(modules) -> None:
     +-2, PyTorch's default bounds), biases zero.  The zero-initialised
     correction of ``basis="laplacian_init"`` stays zero, so that the basis
     starts as the given one."""
-    keep = {id(sub.basis_proj) for module in modules for sub in module.modules()
-            if isinstance(sub, FunctionalAttention) and sub.basis == "laplacian_init"}
+    keep = {id(sub.proj) for module in modules for sub in module.modules()
+            if isinstance(sub, AdaptedOrthonormal)}
     for module in modules:
         for sub in module.modules():
             if isinstance(sub, Linear) and id(sub) not in keep:
@@ -416,19 +444,16 @@ def _trunc_normal_linears(modules) -> None:
                     torch.nn.init.zeros_(sub.bias)
 
 
-def _rowwise(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: Optional[int]) -> Tensor:
-    """``fn`` (a per-node map) on chunks of rows when streaming without autograd,
-    so its hidden activations never exist for all nodes at once."""
-    if chunk_size is None or x.shape[0] <= chunk_size or torch.is_grad_enabled():
-        return fn(x)
-    return torch.cat([fn(part) for part in x.split(chunk_size)])
+def knn_edges(pos: Tensor, num_neighbors: int, layout: GraphLayout) -> Tensor:
+    """The kNN graph of the local branch on validated positions (the one
+    place it is built: once per forward pass, shared by the blocks)."""
+    return knn_graph_validated(pos, num_neighbors, layout.batch, layout.ptr)
 
 
-def _weighted_mean(h: Tensor, mass: Optional[Tensor], seg) -> Tensor:
-    """Mass-weighted mean of the node features of every graph, ``[B, C]``."""
-    w = torch.ones(h.shape[0], dtype=h.dtype, device=h.device) if mass is None else mass.to(h.dtype)
-    if seg.batch is None:
-        return (w.unsqueeze(1) * h).sum(0, keepdim=True) / w.sum()
-    total = segment_sum(w, seg.ptr, seg.batch)
-    pooled = segment_sum(w.unsqueeze(1) * h, seg.ptr, seg.batch)
-    return pooled / total.unsqueeze(1)
+def _weighted_mean(h: Tensor, layout: GraphLayout) -> Tensor:
+    """Mass-weighted mean of the node features of every graph, ``[B, C]``
+    (uniform without mass)."""
+    weighted = layout.node_weights(True, h.dtype).unsqueeze(1) * h
+    if layout.batch is None:
+        return weighted.sum(0, keepdim=True)
+    return segment_sum(weighted, layout.ptr, layout.batch)

@@ -42,13 +42,20 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, *, loop: bool
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"'k' must be a positive int, got {k!r}")
     seg = segments(batch, pos.shape[0], pos.device)
+    return knn_graph_validated(pos, k, seg.batch, seg.ptr, loop=loop, backend=backend)
+
+
+def knn_graph_validated(pos: Tensor, k: int, batch: Optional[Tensor], ptr: Tensor, *,
+                        loop: bool = False, backend: str = "auto") -> Tensor:
+    """:func:`knn_graph` on inputs a caller has validated: ``batch`` sorted
+    (or ``None``) and ``ptr`` its ``[B + 1]`` graph offsets."""
     if backend == "auto":
         backend = "torch_cluster" if _HAS_TORCH_CLUSTER else (
             "scipy" if pos.device.type == "cpu" else "torch")
     if backend == "torch_cluster":
         import torch_cluster
-        return torch_cluster.knn_graph(pos, k, seg.batch, loop=loop, flow="source_to_target")
-    bounds = seg.ptr.tolist()
+        return torch_cluster.knn_graph(pos, k, batch, loop=loop, flow="source_to_target")
+    bounds = ptr.tolist()
     if backend == "scipy":
         return _knn_scipy(pos, k, bounds, loop)
     if backend == "torch":

@@ -1,0 +1,306 @@
+r"""The basis kinds of :class:`~tg_funcattn.nn.FunctionalAttention`.
+
+A basis kind decides how the features of a graph are expanded in :math:`k`
+functions per head and how the expansion is inverted.  Each kind is a module
+that provides four steps, which the layer runs in order on a contiguous range
+of nodes (the whole batch, or one chunk of it):
+
+1. :meth:`Basis.values`: the basis values :math:`\Phi` on the nodes;
+2. :meth:`Basis.analysis`: the per-graph sums over nodes in one segment
+   product -- :math:`\Phi^\top \mathbf{M}\mathbf{V}` and the extra sums the
+   kind needs (the partition mass, or the Gram matrix);
+3. :meth:`Basis.coefficients`: the coefficients :math:`\mathbf{A}` from the
+   sums (and the state the synthesis needs);
+4. :meth:`Basis.synthesis_matrix` / :meth:`Basis.synthesis`: what the basis
+   is multiplied with per graph, and :math:`\Phi\mathbf{B}` itself.
+
+=========================  ======================  ===================================
+``basis_type``             class                   :math:`\Phi`
+=========================  ======================  ===================================
+``"learned"``              :class:`LearnedPartition`   softmax of a projection: a soft partition of unity
+``"laplacian"``            :class:`FixedOrthonormal`   the given basis (one for all heads)
+``"laplacian_init"``       :class:`AdaptedOrthonormal` the given basis plus a learned correction, re-orthonormalised
+=========================  ======================  ===================================
+
+A new kind is a subclass of :class:`Basis`, an entry of :data:`BASIS_TYPES` and
+its constructor call in :func:`make_basis`.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple, Type
+
+import torch
+from torch import Tensor
+from torch.nn import Linear, Module, Parameter
+
+from .._validation import ValueChecks
+from ..ops.segment import segment_matmul_nn, segment_matmul_tn
+
+#: Added to the per-basis mass of the soft partition (the mass of each graph is
+#: normalised to 1 first): bounds ``1/D`` for a basis function with no support.
+PARTITION_EPS = 1e-6
+#: Relative jitter of the Gram matrix re-orthonormalised by ``laplacian_init``:
+#: ``G + eps * mean(diag G) * I`` with ``eps = max(GRAM_JITTER, 8 * machine
+#: epsilon of the sums)``, so that a basis column that vanishes on a graph
+#: (e.g. an eigenfunction of a mesh component that no sampled point hit) gives
+#: a zero column instead of a failed factorisation.
+GRAM_JITTER = 1e-5
+
+
+def wide_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the small solves: float64, float32 where the device has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+class Basis(Module):
+    r"""A basis kind: :math:`k` basis functions per head of a layer with
+    ``channels`` features split into ``heads`` heads of ``channels / heads``.
+
+    The owning layer calls :meth:`reset_parameters` (the constructor draws no
+    random numbers beyond those of its ``Linear`` layers, so that a layer is
+    initialised as before the kinds became modules).  Class attributes say
+    what the layer must provide: ``uses_eigenbasis``
+    (the ``basis`` tensor of the forward pass), ``normalized_mass`` (node
+    weights normalised to sum to one per graph, else the raw mass), and
+    ``min_nodes_is_num_bases`` (a graph needs at least ``num_bases`` nodes).
+    """
+
+    uses_eigenbasis: bool = False
+    normalized_mass: bool = False
+    min_nodes_is_num_bases: bool = False
+
+    def __init__(self, channels: int, heads: int, num_bases: int):
+        super().__init__()
+        self.channels, self.heads, self.num_bases = channels, heads, num_bases
+        self.head_channels = channels // heads
+
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+        """Basis values ``[H, n, k]`` (or ``[1, n, k]`` when shared by the heads)
+        for the layer input ``x [n, channels]`` and the given basis ``psi``."""
+        raise NotImplementedError
+
+    def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
+        """The per-graph sums over the nodes of ``phi`` against the weighted
+        values ``value [n, channels]`` and this kind's extra columns."""
+        n, H, d = value.shape[0], self.heads, self.head_channels
+        w = weight.view(1, n, 1)
+        weighted = value.view(n, H, d).transpose(0, 1) * w
+        return segment_matmul_tn(phi, torch.cat([weighted, self.extra(phi, w)], dim=-1), ptr)
+
+    def extra(self, phi: Tensor, w: Tensor) -> Tensor:
+        """The extra analysis columns ``[H, n, e]`` (per-head kinds)."""
+        raise NotImplementedError
+
+    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
+        """Coefficients ``A [B, H, k, d]`` and the state the synthesis needs;
+        checks of intermediate values go to ``checks`` (run after the pass)."""
+        raise NotImplementedError
+
+    def synthesis_matrix(self, out_coef: Tensor, state: Optional[Tensor],
+                         dtype: torch.dtype) -> Tensor:
+        """What the synthesis multiplies the basis values with, per graph."""
+        return out_coef.to(dtype)
+
+    def synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
+        r""":math:`\Phi\mathbf{B}` per graph, heads concatenated: ``[n, channels]``."""
+        out = segment_matmul_nn(phi, mat, ptr)
+        return out.transpose(0, 1).reshape(phi.shape[1], self.channels)
+
+    def final(self, phi: Tensor, state: Optional[Tensor], ptr: Tensor) -> Tensor:
+        """The basis the layer used, ``[H or 1, n, k]`` (for ``return_maps``)."""
+        return phi
+
+    def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(heads={self.heads}, num_bases={self.num_bases})"
+
+
+class _ProjectedBasis(Basis):
+    r"""A per-head basis computed from the layer input: ``lin_in`` projects
+    the input, ``proj`` maps each head slice :math:`\mathbf{u}` to :math:`k`
+    values (logits, or a correction)."""
+
+    def __init__(self, channels: int, heads: int, num_bases: int, bias: bool = True):
+        super().__init__(channels, heads, num_bases)
+        self.lin_in = Linear(channels, channels, bias=bias)
+        self.proj = Linear(self.head_channels, num_bases)
+
+    def reset_parameters(self):
+        self.lin_in.reset_parameters()
+
+    def _head_input(self, x: Tensor) -> Tensor:
+        """The head slices of ``lin_in(x)``: ``[H, n, d]``."""
+        return self.lin_in(x).view(x.shape[0], self.heads, self.head_channels).transpose(0, 1)
+
+    def _project(self, u: Tensor, scale: Optional[Tensor] = None) -> Tensor:
+        """``proj`` applied to ``u [H, n, d]`` -> ``[H, n, k]``, optionally
+        scaled per head, as one batched GEMM with the bias folded in as a row of
+        the weight (``[u | 1] [W^T; b]``): ``baddbmm`` would first copy the
+        broadcast bias into the whole ``[H, n, k]`` output, a pass over the
+        largest tensor of the layer."""
+        weight = torch.cat([self.proj.weight.t(), self.proj.bias.unsqueeze(0)]).unsqueeze(0)
+        if scale is not None:
+            weight = weight * scale
+        weight = weight.expand(u.shape[0], -1, -1).to(u.dtype)
+        return torch.bmm(torch.cat([u, u.new_ones(u.shape[:2] + (1,))], dim=-1), weight)
+
+
+class LearnedPartition(_ProjectedBasis):
+    r"""``basis_type="learned"``: :math:`\Phi_i = \mathrm{softmax}(\mathbf{W}_b
+    \mathbf{u}_i / \tau)`, a soft partition of unity per head, with the
+    temperature :math:`\tau` learned per head (clamped to ``[0.1, 5]``).  The
+    coefficients are mass-weighted means,
+    :math:`\mathbf{A} = \mathbf{D}^{-1}\Phi^\top\mathbf{M}\mathbf{V}` with
+    :math:`\mathbf{D} = \mathrm{diag}(\Phi^\top\mathbf{M}\mathbf{1}) +`
+    :data:`PARTITION_EPS`, and the mass of every graph normalised to one."""
+
+    normalized_mass = True
+
+    def __init__(self, channels: int, heads: int, num_bases: int, bias: bool = True,
+                 temperature: float = 0.5):
+        super().__init__(channels, heads, num_bases, bias)
+        self.init_temperature = temperature
+        self.temperature = Parameter(torch.full((heads,), float(temperature)))
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        torch.nn.init.orthogonal_(self.proj.weight)
+        torch.nn.init.zeros_(self.proj.bias)
+        torch.nn.init.constant_(self.temperature, self.init_temperature)
+
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+        # 1/tau folded into the small weight, not into the [H, n, k] logits
+        scale = self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1)
+        logits = self._project(self._head_input(x), scale)
+        return torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
+
+    def extra(self, phi: Tensor, w: Tensor) -> Tensor:
+        return w.expand(phi.shape[0], -1, 1)  # Phi^T M 1
+
+    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
+        d = self.head_channels
+        return sums[..., :d] / (sums[..., d:] + PARTITION_EPS), None
+
+
+class FixedOrthonormal(Basis):
+    r"""``basis_type="laplacian"``: the given basis :math:`\Psi` (e.g.
+    Laplace-Beltrami eigenfunctions), orthonormal in the mass inner product,
+    shared by all heads: :math:`\mathbf{A} = \Psi^\top\mathbf{M}\mathbf{V}`.
+    No parameters."""
+
+    uses_eigenbasis = True
+    min_nodes_is_num_bases = True
+
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+        return psi.to(dtype).unsqueeze(0)
+
+    def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
+        # one product for all heads: [B, 1, k, channels]
+        return segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), ptr)
+
+    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
+        return sums.view(-1, self.num_bases, self.heads, self.head_channels).transpose(1, 2), None
+
+    def synthesis_matrix(self, out_coef: Tensor, state: Optional[Tensor],
+                         dtype: torch.dtype) -> Tensor:
+        return out_coef.to(dtype).transpose(1, 2).reshape(-1, 1, self.num_bases, self.channels)
+
+    def synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
+        return segment_matmul_nn(phi, mat, ptr).view(phi.shape[1], self.channels)
+
+
+class AdaptedOrthonormal(_ProjectedBasis):
+    r"""``basis_type="laplacian_init"``: :math:`\Phi = \mathrm{orth}_M(\Psi +
+    \Delta(\mathbf{u}))`, the given basis plus a learned per-head correction
+    whose last layer (``proj``) is zero-initialised, re-orthonormalised per
+    graph in the mass inner product with the inverse Cholesky factor
+    :math:`\mathbf{R}^{-1}` of the Gram matrix (see :data:`GRAM_JITTER`).
+    Equal to :math:`\Psi` at initialisation (up to the jitter)."""
+
+    uses_eigenbasis = True
+    min_nodes_is_num_bases = True
+
+    def __init__(self, channels: int, heads: int, num_bases: int, bias: bool = True):
+        super().__init__(channels, heads, num_bases, bias)
+        self.reset_correction()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        self.reset_correction()
+
+    def reset_correction(self):
+        """Zeroes the last layer of the correction, so that the basis is the given one."""
+        torch.nn.init.zeros_(self.proj.weight)
+        torch.nn.init.zeros_(self.proj.bias)
+
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+        return psi.to(dtype) + self._project(self._head_input(x))
+
+    def extra(self, phi: Tensor, w: Tensor) -> Tensor:
+        return phi * w  # Phi^T M Phi
+
+    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
+        d = self.head_channels
+        r_inv = self._inverse_cholesky(sums[..., d:], checks)
+        # (Phi R^{-1})^T M V = R^{-T} (Phi^T M V)
+        return (r_inv.transpose(-1, -2) @ sums[..., :d].to(r_inv.dtype)).to(sums.dtype), r_inv
+
+    def synthesis_matrix(self, out_coef: Tensor, state: Optional[Tensor],
+                         dtype: torch.dtype) -> Tensor:
+        return (state @ out_coef.to(state.dtype)).to(dtype)
+
+    def final(self, phi: Tensor, state: Optional[Tensor], ptr: Tensor) -> Tensor:
+        return segment_matmul_nn(phi, state.to(phi.dtype), ptr)
+
+    def _inverse_cholesky(self, gram: Tensor, checks: ValueChecks) -> Tensor:
+        """``R^{-1}`` in the wide dtype with ``R^T R = gram + jitter`` (the mass
+        Gram matrix of the basis ``[B, H, k, k]``), so ``Phi R^{-1}`` is
+        orthonormal; directions in which the basis vanishes stay (near) zero
+        instead of being blown up."""
+        wide = wide_dtype(gram.device)
+        eps = max(GRAM_JITTER, 8 * torch.finfo(gram.dtype).eps)
+        with torch.autocast(gram.device.type, enabled=False):
+            gram = gram.to(wide)
+            eye = torch.eye(self.num_bases, dtype=wide, device=gram.device)
+            scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(wide).tiny)
+            chol, info = torch.linalg.cholesky_ex(gram + eps * scale[..., None, None] * eye,
+                                                  upper=True)
+            failed = (info > 0).any(-1)
+            checks.add(torch.stack([failed.any(), failed.long().argmax()]),
+                       lambda v: f"the basis of graph {v[1]} has a mass Gram matrix that is not "
+                                 "positive semi-definite; cannot re-orthonormalise it"
+                                 if v[0] else None)
+            return torch.linalg.solve_triangular(chol, eye, upper=True)
+
+
+#: ``basis_type`` -> the class implementing it.
+BASIS_TYPES: Dict[str, Type[Basis]] = {
+    "learned": LearnedPartition,
+    "laplacian": FixedOrthonormal,
+    "laplacian_init": AdaptedOrthonormal,
+}
+
+
+def uses_eigenbasis(basis_type: str) -> bool:
+    """Whether the kind ``basis_type`` needs a given basis (e.g. the Laplacian
+    eigenbasis, ``data.evecs``) in the forward pass."""
+    if basis_type not in BASIS_TYPES:
+        raise ValueError(f"'basis_type' must be one of {tuple(BASIS_TYPES)}, got {basis_type!r}")
+    return BASIS_TYPES[basis_type].uses_eigenbasis
+
+
+def make_basis(basis_type: str, channels: int, heads: int, num_bases: int, *, bias: bool = True,
+               temperature: float = 0.5) -> Basis:
+    """The :class:`Basis` module of the kind ``basis_type``."""
+    uses_eigenbasis(basis_type)  # validates the name
+    if basis_type == "learned":
+        return LearnedPartition(channels, heads, num_bases, bias, temperature)
+    if basis_type == "laplacian":
+        return FixedOrthonormal(channels, heads, num_bases)
+    return AdaptedOrthonormal(channels, heads, num_bases, bias)
+
+
+__all__ = ["Basis", "LearnedPartition", "FixedOrthonormal", "AdaptedOrthonormal", "BASIS_TYPES",
+           "uses_eigenbasis", "make_basis", "PARTITION_EPS", "GRAM_JITTER", "wide_dtype"]
