@@ -13,7 +13,7 @@ first (:func:`restrict_to_category`), as in PointNet++ and later work.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -42,6 +42,20 @@ def shape_iou(pred: Tensor, target: Tensor, parts: Sequence[int]) -> float:
         union = int((p | t).sum())
         ious.append(1.0 if union == 0 else int((p & t).sum()) / union)
     return sum(ious) / len(ious)
+
+
+def mean_ious(shapes: Iterable[Tuple[int, float]]) -> Tuple[float, float, Dict[int, float]]:
+    """``(instance mIoU, class mIoU, {category: mIoU})`` of ``(category, shape
+    IoU)`` pairs."""
+    shapes = list(shapes)
+    if not shapes:
+        raise ValueError("no shapes were added")
+    per_category: Dict[int, list] = {}
+    for category, iou in shapes:
+        per_category.setdefault(category, []).append(iou)
+    class_iou = {c: sum(v) / len(v) for c, v in per_category.items()}
+    return (sum(i for _, i in shapes) / len(shapes), sum(class_iou.values()) / len(class_iou),
+            class_iou)
 
 
 class PartSegmentationIoU:
@@ -87,15 +101,10 @@ class PartSegmentationIoU:
             self.ious.append((c, shape_iou(pred[nodes], target[nodes], parts)))
 
     def compute(self) -> Dict[str, object]:
-        if not self.ious:
-            raise ValueError("no shapes were added")
-        per_category: Dict[str, list] = {}
-        for c, iou in self.ious:
-            per_category.setdefault(self.names[c], []).append(iou)
-        class_iou = {name: sum(v) / len(v) for name, v in per_category.items()}
-        return {"instance_miou": sum(i for _, i in self.ious) / len(self.ious),
-                "class_miou": sum(class_iou.values()) / len(class_iou),
-                "per_category": class_iou, "num_shapes": len(self.ious)}
+        instance, classes, per_category = mean_ious(self.ious)
+        return {"instance_miou": instance, "class_miou": classes,
+                "per_category": {self.names[c]: v for c, v in per_category.items()},
+                "num_shapes": len(self.ious)}
 
 
 def accuracy(pred: Tensor, target: Tensor) -> float:
