@@ -12,7 +12,8 @@ import torch
 pytest.importorskip("lightning", reason="training needs the 'train' extra")
 pytest.importorskip("trimesh", reason="the generated data needs the 'mesh' extra")
 
-from tg_funcattn.cli import DEFAULTS, build_parser, main  # noqa: E402
+from tg_funcattn.cli import build_parser, main, run_config  # noqa: E402
+from tg_funcattn.training.config import ModelConfig, RunConfig  # noqa: E402
 from tg_funcattn.training.run import load_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +67,9 @@ def test_segmentation_example_writes_metrics_checkpoints_logs(segmentation_run):
     assert set(summary) >= {"accuracy", "instance_miou", "class_miou", "wall_seconds"}
     assert 0 <= summary["instance_miou"] <= 1
     written = json.loads((out / "metrics.json").read_text())
-    assert written["metrics"] == summary and written["config"]["dataset"] == "synthetic"
-    assert written["data"]["shapes"] == 4
-    assert written["net"]["hidden_channels"] == DEFAULTS["segmentation"]["hidden"]
+    assert written["metrics"] == summary and written["config"]["data"]["dataset"] == "synthetic"
+    assert written["config"]["data"]["shapes"] == 4
+    assert written["net"]["hidden_channels"] == ModelConfig().hidden_channels
     for name in ("best.ckpt", "last.ckpt"):
         assert (out / "checkpoints" / name).stat().st_size > 10_000
     losses = epoch_losses(out, "train_loss")
@@ -112,6 +113,58 @@ def test_checkpoint_round_trip_gives_identical_predictions(segmentation_run, tmp
         assert torch.equal(again(batch), before)
     raw = torch.load(path, map_location="cpu", weights_only=True)  # no pickle needed
     assert "hyper_parameters" in raw
+
+
+def test_checkpoints_of_the_flat_layout_still_load(segmentation_run, tmp_path):
+    """Checkpoints written before RunConfig: the optimiser settings as hyper-parameters of
+    their own, FuncAttnNet's former keywords, the network's basis in the data settings."""
+    from torch_geometric.data import Batch
+
+    from tg_funcattn.datasets import SyntheticParts
+
+    tmp, out, _ = segmentation_run
+    raw = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = raw["hyper_parameters"]
+    net = {{"basis_type": "basis", "num_neighbors": "k"}.get(k, k): v for k, v in saved["net"].items()}
+    raw["hyper_parameters"] = {
+        "net": net, "part_mask": saved["part_mask"], "category_names": saved["category_names"],
+        **saved["optim"], "data": {**saved["data"], "basis": net["basis"], "num_bases": net["num_bases"]}}
+    torch.save(raw, tmp_path / "flat.ckpt")
+    flat, kind = load_task(tmp_path / "flat.ckpt")
+    current, _ = load_task(out / "checkpoints" / "last.ckpt")
+    assert kind == "segmentation" and flat.hparams.optim == current.hparams.optim
+    assert flat.hparams.net == current.hparams.net and flat.hparams.data == current.hparams.data
+    batch = Batch.from_data_list(list(SyntheticParts(tmp / "data", "test", num_train=4, num_val=1,
+                                                     num_test=1, num_points=96)))
+    flat.eval(), current.eval()
+    with torch.no_grad():
+        assert torch.equal(flat(batch), current(batch))
+    raw["hyper_parameters"] = {**saved, "data": {**saved["data"], "colour": "red"}}
+    torch.save(raw, tmp_path / "unknown.ckpt")
+    with pytest.raises(ValueError, match="unknown SegmentationDataConfig key 'colour'"):
+        load_task(tmp_path / "unknown.ckpt")
+
+
+def test_metrics_json_config_reads_back(segmentation_run):
+    _, out, _ = segmentation_run
+    saved = json.loads((out / "metrics.json").read_text())["config"]
+    config = RunConfig.from_dict(saved)
+    assert config.to_dict() == saved and config.kind == "segmentation"
+    assert config.data.shapes == 4 and config.trainer.max_epochs == 4
+    with pytest.raises(ValueError, match="unknown OptimConfig key 'momentum'"):
+        RunConfig.from_dict({**saved, "optim": {**saved["optim"], "momentum": 0.9}})
+    with pytest.raises(ValueError, match="unknown RunConfig key 'extra'"):
+        RunConfig.from_dict({**saved, "extra": {}})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "segmentation", "--num-bases", "0"], "'num_bases' (--num-bases) must be >= 1, got 0"),
+    (["train", "regression", "--levels", "2,3", "--train-level", "4"], "is not one of the levels"),
+    (["precompute", "--dataset", "operator", "--shapes", "3"], "key 'shapes'")])
+def test_bad_option_values_are_usage_errors_naming_the_option(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("chunk", [None, "100"])
@@ -177,7 +230,7 @@ def test_laplacian_bases_train(tmp_path, basis):
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--basis", basis, "--num-bases", "8",
           "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
     assert list((tmp_path / "data" / "eigen_cache").rglob("*.npz"))
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["net"]["basis"] == basis
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["net"]["basis_type"] == basis
 
 
 def test_rna_sample_trains_and_scores_vertices(tmp_path):
@@ -202,17 +255,17 @@ def test_rna_validation_is_held_out_of_the_training_list():
 
 
 def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
-    from tg_funcattn.cli import resolve_defaults
-
-    args = resolve_defaults(build_parser().parse_args(
-        ["train", "segmentation", "--preset", "paper_rna", "--num-bases", "32"]), "segmentation")
-    assert (args.hidden, args.layers, args.heads, args.num_bases) == (128, 4, 8, 32)
-    assert (args.optimizer, args.schedule, args.lr, args.batch_size, args.max_epochs) == \
+    config = run_config(build_parser().parse_args(
+        ["train", "segmentation", "--preset", "paper_rna", "--num-bases", "32"]))
+    model, optim, trainer = config.model, config.optim, config.trainer
+    assert (model.hidden_channels, model.num_layers, model.heads, model.num_bases) == (128, 4, 8, 32)
+    assert (optim.optimizer, optim.schedule, optim.lr, trainer.batch_size, trainer.max_epochs) == \
         ("adam", "onecycle", 1e-3, 1, 200)
-    assert (args.init, args.head, args.basis) == ("trunc_normal", "linear", "learned")
-    assert args.net_extra == {"lift": "residual", "shared_ridge": True}
-    plain = resolve_defaults(build_parser().parse_args(["train", "segmentation"]), "segmentation")
-    assert plain.net_extra == {} and plain.basis == "auto" and plain.optimizer == "adamw"
+    assert (model.init, model.head, model.basis_type) == ("trunc_normal", "linear", "learned")
+    assert (model.lift, model.shared_ridge) == ("residual", True)
+    plain = run_config(build_parser().parse_args(["train", "segmentation"]))
+    assert (plain.model.lift, plain.model.shared_ridge) == ("mlp", False)
+    assert plain.model.basis_type == "auto" and plain.optim.optimizer == "adamw"
     # a short run with the preset trains the preset's network under the authors' schedule
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "2", "--preset", "paper_rna",
           "--batch-size", "4", "--points", "96", "--num-bases", "8",
@@ -220,7 +273,7 @@ def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["net"]["lift"] == "residual" and saved["net"]["init"] == "trunc_normal"
     task, _ = load_task(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert task.hparams.optimizer == "adam" and task.hparams.schedule == "onecycle"
+    assert task.hparams.optim["optimizer"] == "adam" and task.hparams.optim["schedule"] == "onecycle"
 
 
 def test_precompute_fills_the_cache(tmp_path):

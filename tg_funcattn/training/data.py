@@ -1,8 +1,7 @@
-"""The datasets of the examples, built from plain settings (kept in checkpoints)."""
+"""The datasets of the examples, built from a :class:`~.config.DataConfig`."""
 from __future__ import annotations
 
-import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch_geometric.transforms import Compose
@@ -12,29 +11,22 @@ from ..datasets import (NUM_SHAPENET_PARTS, SHAPENET_CATEGORIES, MeshOperatorReg
                         category_part_mask)
 from ..transforms import (LaplacianEigenbasis, NormalizeMesh, RandomEigenvectorSignFlip,
                           RandomRotation)
-
-DEFAULT_ROOTS = {"synthetic": "synthetic_parts", "shapenet": "shapenet_part",
-                 "rna": "rna_surface_segmentation", "operator": "mesh_operator_regression",
-                 "mesh": "mesh_regression"}
+from .config import SEGMENTATION, DataConfig, RegressionDataConfig, SegmentationDataConfig
 
 
-def default_root(dataset: str) -> str:
-    return os.path.join("datasets", DEFAULT_ROOTS[dataset])
-
-
-def _pre_transforms(settings: Dict, normalize: Optional[str] = None):
-    """``(pre_transform, train_transforms)``: optional normalisation, and the
-    eigenbasis for the Laplacian bases, with sign-flip augmentation if
-    ``settings["sign_flip"]`` (off by default: on RNA surfaces the
+def _pre_transforms(data: DataConfig, eigenpairs: Optional[int], normalize: Optional[str] = None):
+    """``(pre_transform, train_transforms)``: optional normalisation, and
+    ``eigenpairs`` Laplacian eigenpairs per shape (``None``: none, the
+    network learns its bases), with sign-flip augmentation if
+    ``data.sign_flip`` (off by default: on RNA surfaces the
     deterministic signs of :class:`LaplacianEigenbasis` trained
     ``laplacian_init`` to 52.0% validation accuracy, random flips to 38.3%;
     ``benchmarks/results/bench_rna{,_sign_flip}.md``)."""
     steps = [NormalizeMesh(normalize)] if normalize else []
     augment = []
-    if settings["basis"] != "learned":
-        cache = settings.get("eigen_cache") or os.path.join(settings["root"], "eigen_cache")
-        steps.append(LaplacianEigenbasis(settings["num_bases"], cache_dir=cache))
-        if settings.get("sign_flip", False):
+    if eigenpairs is not None:
+        steps.append(LaplacianEigenbasis(eigenpairs, cache_dir=data.eigen_cache_dir))
+        if data.sign_flip:
             augment.append(RandomEigenvectorSignFlip())
     return (Compose(steps) if steps else None), augment
 
@@ -47,73 +39,69 @@ def rna_validation_split(num_train: int, fraction: float = 0.1, seed: int = 0):
     return order[:num_val], order[num_val:]
 
 
-def segmentation_data(settings: Dict) -> Tuple[object, object, object, Dict]:
-    """``(train, val, test, info)`` for ``settings["dataset"]`` in
-    ``synthetic``, ``shapenet`` or ``rna``; ``info`` has ``in_channels``,
-    ``num_classes``, ``num_categories``, ``part_mask`` and ``category_names``."""
-    dataset, root = settings["dataset"], settings["root"]
+def segmentation_data(data: SegmentationDataConfig,
+                      eigenpairs: Optional[int]) -> Tuple[object, object, object, Dict]:
+    """``(train, val, test, info)`` of ``data.dataset`` (``synthetic``,
+    ``shapenet`` or ``rna``) with ``eigenpairs`` Laplacian eigenpairs per
+    shape (``None``: none); ``info`` has ``in_channels``, ``num_classes``,
+    ``num_categories``, ``part_mask`` and ``category_names``."""
+    dataset, root = data.dataset, data.root_dir
+    categories = list(data.categories) if data.categories is not None else None
     if dataset in ("synthetic", "shapenet"):
-        pre_transform, augment = _pre_transforms(settings)
+        pre_transform, augment = _pre_transforms(data, eigenpairs)
         train_transform = Compose(augment) if augment else None
         if dataset == "synthetic":
-            size = settings.get("shapes", 100)
+            size = data.shapes
             kwargs = dict(num_train=size, num_val=max(1, size // 7), num_test=max(1, (3 * size) // 10),
-                          num_points=settings.get("points", 1024), seed=settings.get("data_seed", 0))
+                          num_points=data.num_points, seed=data.data_seed)
             make = lambda split, transform: SyntheticParts(  # noqa: E731
-                root, split, settings.get("categories"), pre_transform=pre_transform,
-                transform=transform, **kwargs)
+                root, split, categories, pre_transform=pre_transform, transform=transform, **kwargs)
         else:
             make = lambda split, transform: ShapeNetPart(  # noqa: E731
-                root, settings.get("categories"), split, pre_transform=pre_transform,
-                transform=transform)
+                root, categories, split, pre_transform=pre_transform, transform=transform)
         splits = make("train", train_transform), make("val", None), make("test", None)
         info = {"in_channels": 3, "num_classes": NUM_SHAPENET_PARTS,
                 "num_categories": len(SHAPENET_CATEGORIES),
                 "part_mask": category_part_mask().tolist(),
                 "category_names": list(SHAPENET_CATEGORIES)}
         return (*splits, info)
-    if dataset == "rna":
-        # molecules are scaled into the unit sphere and rotated uniformly at random in
-        # training (they have no canonical pose); eigenbases are computed on the meshes
-        # and interpolated to the sampled points.  Validation is a fixed tenth of the
-        # official training list, so that nothing is chosen on the test set.
-        pre_transform, augment = _pre_transforms(settings, normalize="sphere")
-        points = settings.get("points") or None
-        make = lambda split, transform: RNASurfaceSegmentation(  # noqa: E731
-            root, split, num_points=points, pre_transform=pre_transform, transform=transform)
-        train = make("train", Compose([RandomRotation()] + augment))
-        val_ids, train_ids = rna_validation_split(len(train))
-        val = make("train", None)[val_ids]
-        test = make("test", None)
-        info = {"in_channels": 0, "num_classes": train.num_classes, "num_categories": None,
-                "part_mask": None, "category_names": None}
-        return train[train_ids], val, test, info
-    raise ValueError(f"unknown segmentation dataset {dataset!r}; use synthetic, shapenet or rna")
+    # rna: molecules are scaled into the unit sphere and rotated uniformly at random in
+    # training (they have no canonical pose); eigenbases are computed on the meshes
+    # and interpolated to the sampled points.  Validation is a fixed tenth of the
+    # official training list, so that nothing is chosen on the test set.
+    pre_transform, augment = _pre_transforms(data, eigenpairs, normalize="sphere")
+    points = data.num_points or None
+    make = lambda split, transform: RNASurfaceSegmentation(  # noqa: E731
+        root, split, num_points=points, pre_transform=pre_transform, transform=transform)
+    train = make("train", Compose([RandomRotation()] + augment))
+    val_ids, train_ids = rna_validation_split(len(train))
+    val = make("train", None)[val_ids]
+    test = make("test", None)
+    info = {"in_channels": 0, "num_classes": train.num_classes, "num_categories": None,
+            "part_mask": None, "category_names": None}
+    return train[train_ids], val, test, info
 
 
-def regression_data(settings: Dict) -> Tuple[object, object, Dict[str, object], Dict]:
+def regression_data(data: RegressionDataConfig,
+                    eigenpairs: Optional[int]) -> Tuple[object, object, Dict[str, object], Dict]:
     """``(train, val, tests, info)``: ``tests`` maps a name (e.g. ``level_3``)
     to a test set, for the resolution-transfer table."""
-    dataset, root = settings["dataset"], settings["root"]
-    pre_transform, augment = _pre_transforms(settings)
+    root = data.root_dir
+    pre_transform, augment = _pre_transforms(data, eigenpairs)
     train_transform = Compose(augment) if augment else None
-    if dataset == "operator":
-        levels: List[int] = settings.get("levels", [2, 3, 4])
-        kwargs = dict(target=settings.get("target", "geodesic"), levels=levels,
-                      num_shapes=settings.get("num_shapes", 100), seed=settings.get("data_seed", 0),
-                      pre_transform=pre_transform)
-        level = settings.get("train_level", levels[0])
-        train = MeshOperatorRegression(root, level, "train", transform=train_transform, **kwargs)
+    if data.dataset == "operator":
+        levels = list(data.levels)
+        kwargs = dict(target=data.target, levels=levels, num_shapes=data.num_shapes,
+                      seed=data.data_seed, pre_transform=pre_transform)
+        train = MeshOperatorRegression(root, data.level, "train", transform=train_transform, **kwargs)
         tests = {f"level_{lv}": MeshOperatorRegression(root, lv, "test", **kwargs) for lv in levels}
-        val = tests[f"level_{level}"]
-    elif dataset == "mesh":
-        train = MeshRegression(root, settings.get("train_split", "train"), transform=train_transform,
+        val = tests[f"level_{data.level}"]
+    else:
+        train = MeshRegression(root, data.train_split, transform=train_transform,
                                pre_transform=pre_transform)
         tests = {name: MeshRegression(root, name, pre_transform=pre_transform)
-                 for name in settings.get("test_splits", ["test"])}
+                 for name in data.test_splits}
         val = next(iter(tests.values()))
-    else:
-        raise ValueError(f"unknown regression dataset {dataset!r}; use operator or mesh")
     sample = train[0]
     if "y" not in sample or sample.y.shape[0] != sample.num_nodes:
         raise ValueError("the regression example trains on per-vertex targets; this data has "
@@ -121,3 +109,11 @@ def regression_data(settings: Dict) -> Tuple[object, object, Dict[str, object], 
     info = {"in_channels": 0 if sample.x is None else sample.x.shape[1],
             "out_channels": 1 if sample.y.dim() == 1 else sample.y.shape[1]}
     return train, val, tests, info
+
+
+def build_data(data: DataConfig, eigenpairs: Optional[int]):
+    """``(train, val, tests, info)`` with ``tests`` a dict of named test sets."""
+    if data.kind == SEGMENTATION:
+        train, val, test, info = segmentation_data(data, eigenpairs)
+        return train, val, {"test": test}, info
+    return regression_data(data, eigenpairs)

@@ -1,90 +1,55 @@
-"""Training, evaluation, pictures and eigenbasis precomputation, shared by the
-``tg-funcattn`` command and the example scripts."""
+"""Training, evaluation, pictures and eigenbasis precomputation of a
+:class:`~.config.RunConfig`, shared by the ``tg-funcattn`` command and the
+example scripts."""
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import time
-import warnings
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
 from .._optional import available, require
-from .data import default_root, regression_data, segmentation_data
-
-log = logging.getLogger(__name__)
-
-SEGMENTATION, REGRESSION = "segmentation", "regression"
+from ..nn.bases import uses_eigenbasis
+from ..viz.run_pictures import write_run_pictures
+from .config import REGRESSION, SEGMENTATION, DataConfig, RunConfig, TrainerConfig, data_config
+from .data import build_data
 
 
 # ---------------------------------------------------------------- settings
-def data_settings(args, kind: str) -> Dict:
-    """The data part of the configuration, plain values only (kept in checkpoints)."""
-    settings = {"dataset": args.dataset, "root": args.root or default_root(args.dataset),
-                "basis": resolve_basis(args.basis, args.dataset), "num_bases": args.num_bases,
-                "eigen_cache": args.eigen_cache, "sign_flip": getattr(args, "sign_flip", False),
-                "data_seed": args.data_seed}
-    if kind == SEGMENTATION:
-        points = args.points if args.points is not None else {"synthetic": 1024, "rna": 4096}.get(args.dataset)
-        settings.update(points=points, shapes=args.shapes,
-                        categories=args.categories.split(",") if args.categories else None)
-    else:
-        settings.update(target=args.target, levels=[int(v) for v in args.levels.split(",")],
-                        train_level=args.train_level, num_shapes=args.num_shapes,
-                        train_split=args.train_split, test_splits=args.test_splits.split(","))
-        if settings["train_level"] is None:
-            settings["train_level"] = settings["levels"][0]
-    return settings
+def net_settings(config: RunConfig, info: Dict) -> Dict:
+    """The :class:`~tg_funcattn.nn.FuncAttnNet` keywords of ``config.model`` on
+    the data that ``info`` describes (plain values only, kept in checkpoints)."""
+    model = config.model
+    return {**dataclasses.asdict(model), "basis_type": model.resolved_basis_type(config.data.dataset),
+            "local": None if model.local == "none" else model.local,
+            "in_channels": info["in_channels"],
+            "out_channels": info["num_classes"] if config.kind == SEGMENTATION else info["out_channels"],
+            "num_categories": info.get("num_categories")}
 
 
-#: datasets of meshes, where ``--basis auto`` takes the Laplacian-initialised basis
-MESH_DATASETS = ("rna",)
+def _eigenpairs(basis_type: str, num_bases: int) -> Optional[int]:
+    """Laplacian eigenpairs per shape a network with these bases reads (``None``: none)."""
+    return num_bases if uses_eigenbasis(basis_type) else None
 
 
-def resolve_basis(basis: str, dataset: str) -> str:
-    """``auto``: ``laplacian_init`` on meshes (eigenbases of the surface, the
-    best FuncAttnNet on real RNA surfaces), ``learned`` on point clouds."""
-    if basis != "auto":
-        return basis
-    return "laplacian_init" if dataset in MESH_DATASETS else "learned"
-
-
-def net_settings(args, info: Dict, kind: str) -> Dict:
-    return {"in_channels": info["in_channels"], "hidden_channels": args.hidden,
-            "out_channels": info["num_classes"] if kind == SEGMENTATION else info["out_channels"],
-            "num_layers": args.layers, "heads": args.heads, "num_bases": args.num_bases,
-            "basis": resolve_basis(args.basis, args.dataset),
-            "num_categories": info.get("num_categories"),
-            "local": None if args.local == "none" else args.local, "k": args.k_neighbors,
-            "mlp_ratio": args.mlp_ratio, "dropout": args.dropout, "init": args.init,
-            "head": args.head, **getattr(args, "net_extra", {})}
-
-
-def build_data(kind: str, settings: Dict):
-    """``(train, val, tests, info)`` with ``tests`` a dict of named test sets."""
-    if kind == SEGMENTATION:
-        train, val, test, info = segmentation_data(settings)
-        return train, val, {"test": test}, info
-    return regression_data(settings)
-
-
-def _loader(dataset, args, shuffle=False):
+def _loader(dataset, trainer: TrainerConfig, shuffle=False):
     from torch_geometric.loader import DataLoader
 
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.num_workers,
-                      persistent_workers=args.num_workers > 0)
+    return DataLoader(dataset, batch_size=trainer.batch_size, shuffle=shuffle,
+                      num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0)
 
 
-def _monitor(kind: str, settings: Dict):
-    if kind == REGRESSION:
+def _monitor(data: DataConfig):
+    if data.kind == REGRESSION:
         return "val_rel_l2", "min"
-    return ("val_instance_miou", "max") if settings["dataset"] != "rna" else ("val_accuracy", "max")
+    return ("val_instance_miou", "max") if data.dataset != "rna" else ("val_accuracy", "max")
 
 
-def make_trainer(args, out: Path, monitor, testing: bool = False):
-    """The Lightning trainer of ``args``: CSV (and TensorBoard) logs in
+def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = False):
+    """The Lightning trainer of ``trainer``: CSV (and TensorBoard) logs in
     ``out/logs``, best and last checkpoints in ``out/checkpoints``.  With
     ``testing=True``, a single-device trainer without logs or checkpoints, so
     that every test shape is scored exactly once (a distributed sampler pads
@@ -93,9 +58,9 @@ def make_trainer(args, out: Path, monitor, testing: bool = False):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    common = dict(accelerator=args.accelerator, precision=args.precision, default_root_dir=str(out),
-                  enable_progress_bar=not args.no_progress, enable_model_summary=False,
-                  limit_test_batches=args.limit_batches)
+    common = dict(accelerator=trainer.accelerator, precision=trainer.precision, default_root_dir=str(out),
+                  enable_progress_bar=trainer.progress, enable_model_summary=False,
+                  limit_test_batches=trainer.limit_batches)
     if testing:
         return L.Trainer(devices=1, logger=False, enable_checkpointing=False, **common), None
     loggers = [CSVLogger(save_dir=str(out), name="logs", version="")]
@@ -107,32 +72,62 @@ def make_trainer(args, out: Path, monitor, testing: bool = False):
     # best checkpoint improves, so a resume could lose the epochs since then
     last = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", monitor=None,
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = L.Trainer(max_epochs=args.max_epochs, devices=args.devices, strategy=args.strategy,
-                        logger=loggers, callbacks=[checkpoint, last], log_every_n_steps=10,
-                        limit_train_batches=args.limit_batches, limit_val_batches=args.limit_batches,
-                        **common)
-    return trainer, checkpoint
+    engine = L.Trainer(max_epochs=trainer.max_epochs, devices=trainer.devices, strategy=trainer.strategy,
+                       logger=loggers, callbacks=[checkpoint, last], log_every_n_steps=10,
+                       limit_train_batches=trainer.limit_batches,
+                       limit_val_batches=trainer.limit_batches, **common)
+    return engine, checkpoint
 
 
-def _task_class(kind: str):
+#: FuncAttnNet keywords renamed since (a checkpoint keeps the names it was written with)
+_RENAMED_NET = {"basis": "basis_type", "k": "num_neighbors"}
+#: checkpoints written before RunConfig had the optimiser settings as hyper-parameters of
+#: their own, and the network's basis kind and size in the data settings
+_FLAT_OPTIM = ("optimizer", "lr", "weight_decay", "schedule")
+_FLAT_DATA = ("basis", "num_bases")
+
+
+def _task_arguments(saved: Dict) -> Dict:
+    """The task's arguments of a checkpoint's hyper-parameters, of either layout."""
+    arguments = dict(saved)
+    arguments["net"] = {_RENAMED_NET.get(k, k): v for k, v in arguments["net"].items()}
+    if "optim" not in arguments:
+        arguments["optim"] = {k: arguments.pop(k) for k in _FLAT_OPTIM if k in arguments}
+        arguments["data"] = {k: v for k, v in arguments["data"].items() if k not in _FLAT_DATA}
+    return arguments
+
+
+def load_task(path):
+    """``(task, kind)`` of a checkpoint written by training, loaded with
+    ``weights_only=True``; checkpoints of earlier versions load too."""
+    require("lightning", "Training")
     from .tasks import RegressionTask, SegmentationTask
 
-    return SegmentationTask if kind == SEGMENTATION else RegressionTask
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "hyper_parameters" not in checkpoint:
+        raise ValueError(f"{path} has no hyper-parameters: not a checkpoint written by tg-funcattn training")
+    arguments = _task_arguments(checkpoint["hyper_parameters"])
+    kind = data_config(arguments["data"]).kind
+    task = (SegmentationTask if kind == SEGMENTATION else RegressionTask)(**arguments)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task, kind
 
 
-def load_task(path, kind: str = None):
-    """A trained task from a checkpoint, loaded with ``weights_only=True``."""
-    if kind is None:
-        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-        kind = SEGMENTATION if "part_mask" in hparams else REGRESSION
-    return _task_class(kind).load_from_checkpoint(path, map_location="cpu", weights_only=True), kind
+def _test_sets(task, root: Optional[str]):
+    """``(tests, data)``: the test sets of the data a trained task was trained
+    on, read from ``root`` if given."""
+    data = data_config(task.hparams.data)
+    if root is not None:
+        data = dataclasses.replace(data, root=root)
+    net = task.hparams.net
+    return build_data(data, _eigenpairs(net["basis_type"], net["num_bases"]))[2], data
 
 
-def _test_metrics(trainer, task, tests, args, ckpt_path=None) -> Dict:
+def _test_metrics(engine, task, tests, trainer: TrainerConfig, ckpt_path=None) -> Dict:
     results = {}
     for name, dataset in tests.items():
-        out = trainer.test(task, _loader(dataset, args), ckpt_path=ckpt_path, verbose=False,
-                           weights_only=True if ckpt_path else None)[0]
+        out = engine.test(task, _loader(dataset, trainer), ckpt_path=ckpt_path, verbose=False,
+                          weights_only=True if ckpt_path else None)[0]
         results[name] = {k.replace("test_", ""): round(float(v), 5) for k, v in out.items()
                          if k != "test_loss"}
         ckpt_path = None  # loaded once
@@ -151,138 +146,81 @@ def _write(out: Path, payload: Dict) -> None:
 
 
 # ---------------------------------------------------------------- commands
-def train(args, kind: str) -> Dict:
-    """Trains (or resumes with ``--ckpt``), tests the best checkpoint, writes
-    ``metrics.json`` and pictures to ``--out`` and returns the summary."""
+def train(config: RunConfig) -> Optional[Dict]:
+    """Trains (or resumes from ``config.trainer.ckpt``), tests the best
+    checkpoint, writes ``metrics.json`` and pictures to ``config.out_dir`` and
+    returns the summary (``None`` in the other processes of a distributed run)."""
     L = require("lightning", "Training")
+    from .tasks import RegressionTask, SegmentationTask
+
     start = time.time()
-    out = Path(args.out)
-    if args.eval_only:
-        return evaluate(args, kind)
-    settings = data_settings(args, kind)
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    train_set, val_set, tests, info = build_data(kind, settings)
-    net = net_settings(args, info, kind)
-    optim = dict(lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
-                 schedule=args.schedule)
-    if kind == SEGMENTATION:
-        task = _task_class(kind)(net, info["part_mask"], info["category_names"], data=settings,
-                                 **optim)
+    out, run, model = Path(config.out_dir), config.trainer, config.model
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    basis_type = model.resolved_basis_type(config.data.dataset)
+    train_set, val_set, tests, info = build_data(config.data, _eigenpairs(basis_type, model.num_bases))
+    net = net_settings(config, info)
+    plain = config.to_dict()
+    if config.kind == SEGMENTATION:
+        task = SegmentationTask(net, plain["optim"], plain["data"], info["part_mask"],
+                                info["category_names"])
     else:
-        task = _task_class(kind)(net, data=settings, **optim)
-    task.chunk_size = args.chunk_size
-    trainer, checkpoint = make_trainer(args, out, _monitor(kind, settings))
-    trainer.fit(task, _loader(train_set, args, shuffle=True), _loader(val_set, args),
-                ckpt_path=args.ckpt, weights_only=True if args.ckpt else None)
-    if not trainer.is_global_zero:  # the other processes of a distributed run are done
+        task = RegressionTask(net, plain["optim"], plain["data"])
+    task.chunk_size = run.chunk_size
+    engine, checkpoint = make_trainer(run, out, _monitor(config.data))
+    engine.fit(task, _loader(train_set, run, shuffle=True), _loader(val_set, run),
+               ckpt_path=run.ckpt, weights_only=True if run.ckpt else None)
+    if not engine.is_global_zero:  # the other processes of a distributed run are done
         return None
     best = checkpoint.best_model_path or str(out / "checkpoints" / "last.ckpt")
-    tester = trainer if trainer.world_size == 1 else make_trainer(args, out, None, testing=True)[0]
-    results = _test_metrics(tester, task, tests, args, ckpt_path=best)
-    summary = _summary(kind, results)
+    tester = engine if engine.world_size == 1 else make_trainer(run, out, None, testing=True)[0]
+    results = _test_metrics(tester, task, tests, run, ckpt_path=best)
+    summary = _summary(config.kind, results)
     summary["wall_seconds"] = round(time.time() - start, 1)
-    _write(out, {"task": kind, "metrics": summary, "per_split": results, "checkpoint": best,
-                 "config": vars(args), "data": settings, "net": net})
-    if not args.no_viz:
-        best_task, _ = load_task(best, kind)
-        pictures(best_task, kind, tests, out, num=args.num_pictures)
+    _write(out, {"task": config.kind, "metrics": summary, "per_split": results, "checkpoint": best,
+                 "config": plain, "net": net})
+    if config.output.viz:
+        best_task, _ = load_task(best)
+        write_run_pictures(best_task, config.kind, tests, out, config.output.num_pictures)
     return summary
 
 
-def evaluate(args, kind: str) -> Dict:
-    """Tests the checkpoint ``--ckpt`` on the data it was trained on (or on
-    ``--root`` if given); writes ``metrics.json`` to ``--out``."""
-    if not args.ckpt:
+def evaluate(config: RunConfig) -> Dict:
+    """Tests the checkpoint ``config.trainer.ckpt`` on the data it was trained
+    on (read from ``config.data.root`` if given); writes ``metrics.json`` to
+    ``config.out_dir``.  The network and data are the checkpoint's."""
+    run = config.trainer
+    if not run.ckpt:
         raise SystemExit("evaluation needs --ckpt PATH (a checkpoint written by training)")
     start = time.time()
-    task, kind = load_task(args.ckpt, kind)
-    task.chunk_size = args.chunk_size
-    settings = dict(task.hparams.data)
-    if args.root:
-        settings["root"] = args.root
-    _, _, tests, _ = build_data(kind, settings)
-    trainer, _ = make_trainer(args, Path(args.out), None, testing=True)
-    results = _test_metrics(trainer, task, tests, args)
+    task, kind = load_task(run.ckpt)
+    if kind != config.kind:
+        raise SystemExit(f"--ckpt {run.ckpt} holds a {kind} model, not a {config.kind} one")
+    task.chunk_size = run.chunk_size
+    tests, data = _test_sets(task, config.data.root)
+    engine, _ = make_trainer(run, Path(config.out_dir), None, testing=True)
+    results = _test_metrics(engine, task, tests, run)
     summary = _summary(kind, results)
     summary["wall_seconds"] = round(time.time() - start, 1)
-    _write(Path(args.out), {"task": kind, "metrics": summary, "per_split": results,
-                            "checkpoint": str(args.ckpt), "data": settings})
+    _write(Path(config.out_dir), {"task": kind, "metrics": summary, "per_split": results,
+                                  "checkpoint": str(run.ckpt), "data": dataclasses.asdict(data)})
     return summary
 
 
-def pictures(task, kind: str, tests: Dict, out: Path, num: int = 2, show: bool = False) -> list:
-    """PNGs of predictions, bases, functional maps and training curves; a
-    machine without the rendering libraries gets a warning and no 3D pictures."""
-    from .. import viz
-
-    written = []
-    curves = out / "logs" / "metrics.csv"
-    if curves.is_file() and available("matplotlib"):
-        written.append(viz.plot_training_curves(curves, out / "curves.png"))
-    ok, reason = viz.rendering_available() if available("open3d") else \
-        (False, "open3d is not installed (pip install 'tg-funcattn[viz]')")
-    dataset = next(iter(tests.values()))
-    task.eval()
-    with torch.no_grad():
-        for i in range(min(num, len(dataset))):
-            from torch_geometric.data import Batch
-
-            data = Batch.from_data_list([dataset[i]])
-            logits, maps = task(data, return_maps=True)
-            bases, fmaps = maps[0]
-            if i == 0 and available("matplotlib"):
-                written.append(viz.plot_functional_maps(
-                    fmaps[0], out / "functional_maps.png", title="functional maps C, block 1"))
-            if not ok:
-                continue
-            face = data.face if "face" in data else None
-            if kind == SEGMENTATION:
-                pred = task.predict_labels(data, logits)
-                pos, target = data.pos, data.y
-                if "mesh_pos" in data:  # score and draw on the original vertices
-                    from ..transforms import transfer_to_vertices
-
-                    pred = transfer_to_vertices(pred, data.pos, data.mesh_pos)
-                    pos, target = data.mesh_pos, data.mesh_y
-                if show:
-                    viz.show_segmentation(pos, pred, target, face)
-                written.append(viz.render_segmentation(pos, pred, target, out / f"prediction_{i}.png",
-                                                       face, title=f"test shape {i}"))
-            else:
-                target = data.y.view(data.num_nodes, -1)[:, 0]
-                fields = torch.stack([target, logits[:, 0], (logits[:, 0] - target).abs()], 1)
-                written.append(viz.render_fields(data.pos, fields, out / f"prediction_{i}.png", face,
-                                                 ["target", "prediction", "|error|"], f"test shape {i}"))
-            if i == 0:
-                k = min(4, bases.shape[-1])
-                written.append(viz.render_fields(
-                    data.pos, bases[:, 0, :k], out / "bases.png", face,
-                    [f"basis {j}" for j in range(k)], "block 1, head 1"))
-    if not ok:
-        warnings.warn(f"3D pictures skipped: {reason}", stacklevel=2)
-    return written
+def visualize(ckpt: str, out: str, num_pictures: int, root: Optional[str], show: bool) -> list:
+    """Pictures of a trained checkpoint's test predictions, in ``out``; the
+    data is read from ``root`` if given."""
+    task, kind = load_task(ckpt)
+    tests, _ = _test_sets(task, root)
+    return write_run_pictures(task, kind, tests, Path(out), num_pictures, show=show)
 
 
-def visualize(args) -> list:
-    """Pictures of a trained checkpoint's test predictions."""
-    if not args.ckpt:
-        raise SystemExit("visualize needs --ckpt PATH")
-    task, kind = load_task(args.ckpt)
-    settings = dict(task.hparams.data)
-    if args.root:
-        settings["root"] = args.root
-    _, _, tests, _ = build_data(kind, settings)
-    return pictures(task, kind, tests, Path(args.out), num=args.num_pictures, show=args.show)
-
-
-def precompute(args) -> Dict:
-    """Builds the datasets with ``basis="laplacian"`` so that their eigenbases
-    land in the cache and the processed files (no training)."""
-    kind = SEGMENTATION if args.dataset in ("synthetic", "shapenet", "rna") else REGRESSION
-    args.basis = "laplacian"
+def precompute(data: DataConfig, num_bases: int) -> Dict:
+    """Builds the data sets of ``data`` with ``num_bases`` Laplacian
+    eigenpairs per shape, so that they land in the cache and the processed
+    files (no training)."""
     start = time.time()
-    train_set, val_set, tests, _ = build_data(kind, data_settings(args, kind))
+    train_set, val_set, tests, _ = build_data(data, num_bases)
     unique = {id(d): d for d in (train_set, val_set, *tests.values())}
     shapes = sum(len(d) for d in unique.values())
-    return {"dataset": args.dataset, "shapes": shapes, "num_bases": args.num_bases,
+    return {"dataset": data.dataset, "shapes": shapes, "num_bases": num_bases,
             "seconds": round(time.time() - start, 1)}

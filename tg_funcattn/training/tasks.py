@@ -1,7 +1,8 @@
 """Lightning modules for segmentation and regression with :class:`FuncAttnNet`.
 
-Hyper-parameters are plain dicts, lists and numbers, so checkpoints load with
-``weights_only=True``.  Per-shape scores are gathered across processes before
+Hyper-parameters are plain dicts, lists and numbers (the sections of a
+:class:`~.config.RunConfig` as :meth:`~.config.RunConfig.to_dict` gives them),
+so checkpoints load with ``weights_only=True``.  Per-shape scores are gathered across processes before
 they are averaged (under DDP the distributed sampler may repeat a few shapes
 of an uneven validation split; tests run on one device).
 """
@@ -15,24 +16,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..metrics import restrict_to_category, shape_iou
+from ..metrics import mean_ious, restrict_to_category, shape_iou
 from ..nn import FuncAttnNet
+from ..nn.bases import uses_eigenbasis
 from ..transforms.mesh import transfer_to_vertices
+from .config import OptimConfig
 
 
 class _FuncAttnTask(L.LightningModule):
     """Model construction, inputs from a PyG batch, optimiser and schedule."""
 
-    def __init__(self, net: Dict):
+    def __init__(self, net: Dict, optim: Dict):
         super().__init__()
         self.model = FuncAttnNet(**net)
+        self.optim = OptimConfig.from_dict(optim)
         #: streams the attention over chunks of nodes (a run-time setting, not saved)
         self.chunk_size: Optional[int] = None
         self._scores: Dict[str, List[Tensor]] = {}
 
     def forward(self, data, return_maps: bool = False):
         model = self.model
-        uses_basis = model.blocks[0].attn.basis != "learned"
+        uses_basis = uses_eigenbasis(model.blocks[0].attn.basis_type)
         return model(data.x if model.in_channels > 0 else None, data.pos, data.batch,
                      mass=data.mass if "mass" in data else None,
                      basis=data.evecs if uses_basis else None,
@@ -47,12 +51,12 @@ class _FuncAttnTask(L.LightningModule):
         learning rate ``lr / 25000``) stepped once per epoch, as the authors
         train.  The schedules are functions of the trainer's current total, so
         resuming with a larger ``max_epochs`` stretches them instead of failing."""
-        hp = self.hparams
-        make = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-        optimizer = make(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.schedule == "onecycle":
+        optim = self.optim
+        make = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+        optimizer = make(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        if optim.schedule == "onecycle":
             schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=hp.lr, total_steps=max(2, int(self.trainer.max_epochs)),
+                optimizer, max_lr=optim.lr, total_steps=max(2, int(self.trainer.max_epochs)),
                 pct_start=0.3, final_div_factor=1000)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -96,24 +100,19 @@ class SegmentationTask(_FuncAttnTask):
 
     Args:
         net (dict): Keyword arguments of :class:`~tg_funcattn.nn.FuncAttnNet`.
+        optim (dict): The fields of an :class:`~.config.OptimConfig`
+            (optimiser, peak learning rate, weight decay, schedule).
+        data (dict): The fields of the :class:`~.config.DataConfig`, kept in
+            the checkpoint so evaluation rebuilds the same data.
         part_mask (list, optional): ``[categories][parts]`` booleans for part
             segmentation; ``None`` for plain segmentation.
         category_names (list, optional): Names for per-category results.
-        lr (float, optional): Peak learning rate. (default: ``2e-3``)
-        weight_decay (float, optional): Weight decay. (default: ``1e-4``)
-        optimizer (str, optional): ``"adamw"`` or ``"adam"``. (default: ``"adamw"``)
-        schedule (str, optional): ``"cosine"`` (warm-up, then cosine decay,
-            per step) or ``"onecycle"`` (per epoch, the authors').
-            (default: ``"cosine"``)
-        data (dict, optional): The data settings, kept in the checkpoint so
-            evaluation rebuilds the same data.
     """
 
-    def __init__(self, net: Dict, part_mask: Optional[List[List[bool]]] = None,
-                 category_names: Optional[List[str]] = None, lr: float = 2e-3,
-                 weight_decay: float = 1e-4, data: Optional[Dict] = None,
-                 optimizer: str = "adamw", schedule: str = "cosine"):
-        super().__init__(net)
+    def __init__(self, net: Dict, optim: Dict, data: Dict,
+                 part_mask: Optional[List[List[bool]]] = None,
+                 category_names: Optional[List[str]] = None):
+        super().__init__(net, optim)
         self.save_hyperparameters()
         mask = torch.tensor(part_mask, dtype=torch.bool) if part_mask is not None else None
         self.register_buffer("part_mask", mask, persistent=False)
@@ -159,11 +158,9 @@ class SegmentationTask(_FuncAttnTask):
         # every process holds the same gathered rows: sync_dist averages equal values
         self.log(f"{stage}_accuracy", rows[:, 2].sum() / rows[:, 3].sum(), prog_bar=True, sync_dist=True)
         if self.part_mask is not None:
-            categories = rows[:, 0].long()
-            per_category = [rows[categories == c, 1].mean() for c in categories.unique()]
-            self.log(f"{stage}_instance_miou", rows[:, 1].mean(), prog_bar=True, sync_dist=True)
-            self.log(f"{stage}_class_miou", torch.stack(per_category).mean(), prog_bar=True,
-                     sync_dist=True)
+            instance, classes, _ = mean_ious(zip(rows[:, 0].long().tolist(), rows[:, 1].tolist()))
+            self.log(f"{stage}_instance_miou", instance, prog_bar=True, sync_dist=True)
+            self.log(f"{stage}_class_miou", classes, prog_bar=True, sync_dist=True)
 
 
 class RegressionTask(_FuncAttnTask):
@@ -172,13 +169,11 @@ class RegressionTask(_FuncAttnTask):
     operator convention).
 
     Args:
-        net (dict): Keyword arguments of :class:`~tg_funcattn.nn.FuncAttnNet`.
-        lr, weight_decay, data, optimizer, schedule: As in :class:`SegmentationTask`.
+        net, optim, data: As in :class:`SegmentationTask`.
     """
 
-    def __init__(self, net: Dict, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 data: Optional[Dict] = None, optimizer: str = "adamw", schedule: str = "cosine"):
-        super().__init__(net)
+    def __init__(self, net: Dict, optim: Dict, data: Dict):
+        super().__init__(net, optim)
         self.save_hyperparameters()
 
     def _relative_l2(self, data, pred: Tensor) -> Tensor:

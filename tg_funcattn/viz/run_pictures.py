@@ -1,0 +1,69 @@
+"""The pictures of a trained run: predictions, bases, functional maps and
+training curves, written by ``tg-funcattn train`` and ``tg-funcattn visualize``."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+from torch_geometric.data import Batch
+
+from .._optional import available
+from ..training.config import SEGMENTATION
+from . import (plot_functional_maps, plot_training_curves, render_fields, render_segmentation,
+               rendering_available, show_segmentation)
+
+
+def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
+                       show: bool = False) -> List[Path]:
+    """PNGs in ``out`` of the first ``num`` shapes of the first test set in
+    ``tests`` as the Lightning module ``task`` (of the ``kind``
+    ``"segmentation"`` or ``"regression"``) predicts them, its bases and
+    functional maps, and the training curves of ``out/logs/metrics.csv``; with
+    ``show=True`` also in a window.  A machine without the rendering libraries
+    gets a warning and only the matplotlib pictures."""
+    written = []
+    curves = out / "logs" / "metrics.csv"
+    if curves.is_file() and available("matplotlib"):
+        written.append(plot_training_curves(curves, out / "curves.png"))
+    ok, reason = rendering_available() if available("open3d") else \
+        (False, "open3d is not installed (pip install 'tg-funcattn[viz]')")
+    dataset = next(iter(tests.values()))
+    task.eval()
+    with torch.no_grad():
+        for i in range(min(num, len(dataset))):
+            data = Batch.from_data_list([dataset[i]])
+            logits, maps = task(data, return_maps=True)
+            bases, fmaps = maps[0]
+            if i == 0 and available("matplotlib"):
+                written.append(plot_functional_maps(
+                    fmaps[0], out / "functional_maps.png", title="functional maps C, block 1"))
+            if not ok:
+                continue
+            face = data.face if "face" in data else None
+            if kind == SEGMENTATION:
+                pred = task.predict_labels(data, logits)
+                pos, target = data.pos, data.y
+                if "mesh_pos" in data:  # score and draw on the original vertices
+                    from ..transforms import transfer_to_vertices
+
+                    pred = transfer_to_vertices(pred, data.pos, data.mesh_pos)
+                    pos, target = data.mesh_pos, data.mesh_y
+                if show:
+                    show_segmentation(pos, pred, target, face)
+                written.append(render_segmentation(pos, pred, target, out / f"prediction_{i}.png",
+                                                   face, title=f"test shape {i}"))
+            else:
+                target = data.y.view(data.num_nodes, -1)[:, 0]
+                fields = torch.stack([target, logits[:, 0], (logits[:, 0] - target).abs()], 1)
+                written.append(render_fields(data.pos, fields, out / f"prediction_{i}.png", face,
+                                             ["target", "prediction", "|error|"], f"test shape {i}"))
+            if i == 0:
+                k = min(4, bases.shape[-1])
+                written.append(render_fields(
+                    data.pos, bases[:, 0, :k], out / "bases.png", face,
+                    [f"basis {j}" for j in range(k)], "block 1, head 1"))
+    if not ok:
+        warnings.warn(f"3D pictures skipped: {reason}", stacklevel=2)
+    return written
