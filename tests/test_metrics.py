@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from tg_funcattn.datasets import category_part_mask
-from tg_funcattn.metrics import PartSegmentationIoU, accuracy, restrict_to_category, shape_iou
+from tg_funcattn.metrics import (PartSegmentationIoU, accuracy, mean_ious, restrict_to_category,
+                                 shape_iou)
 
 
 def test_shape_iou_by_hand():
@@ -35,6 +36,16 @@ def test_instance_and_class_miou_by_hand():
     assert result["class_miou"] == pytest.approx(((s0 + s1) / 2 + s2) / 2)
     assert result["per_category"] == pytest.approx({"a": (s0 + s1) / 2, "b": s2})
     assert result["num_shapes"] == 3
+
+
+def test_mean_ious_by_hand():
+    # category 0: shapes 1.0 and 0.5; category 3: shape 0.25
+    instance, classes, per_category = mean_ious([(0, 1.0), (3, 0.25), (0, 0.5)])
+    assert instance == pytest.approx(1.75 / 3)
+    assert classes == pytest.approx((0.75 + 0.25) / 2)
+    assert per_category == pytest.approx({0: 0.75, 3: 0.25})
+    with pytest.raises(ValueError, match="no shapes were added"):
+        mean_ious([])
 
 
 def test_restrict_to_category_takes_argmax_within_the_category():
