@@ -229,17 +229,38 @@ def test_bad_geometry_raises_clear_errors():
         laplacian(pos, face.T)
     with pytest.raises(TypeError, match="'face' must be an integer array"):
         laplacian(pos, face.astype(float))
-    with pytest.raises(ValueError, match="only 42 valid vertices"):
+    with pytest.raises(ValueError, match="'num_eigenpairs' = 50 .* only 42 valid vertices"):
         mesh_eigenbasis(pos, face, 50)
     with pytest.raises(ValueError, match="none of the 2 triangles has three distinct corners"):
         mesh_eigenbasis(pos, np.array([[0, 0], [1, 0], [1, 2]]), 2)
     with pytest.raises(ValueError, match="needs at least 32"):
         laplacian(pos[:20])
     L, mass = laplacian(pos, face)
-    with pytest.raises(ValueError, match="'k' = 43 eigenpairs requested but the geometry has only 42"):
+    with pytest.raises(ValueError, match="'num_eigenpairs' = 43 eigenpairs requested but the "
+                                         "geometry has only 42"):
         eigenbasis(L, mass, 43)
     mass[5] = 0.0
     with pytest.raises(ValueError, match="'mass' must be finite and positive; 1 vertices"):
         eigenbasis(L, mass, 4)
     with pytest.raises(ValueError, match="'method' must be one of"):
         laplacian(pos, face, method="fem")
+
+
+def test_the_former_keyword_k_still_works_with_a_warning():
+    pos, face = icosphere(1)
+    L, mass = laplacian(pos, face)
+    expected = eigenbasis(L, mass, 5)
+    with pytest.warns(FutureWarning, match="eigenbasis: 'k' was renamed to 'num_eigenpairs'"):
+        evals, evecs = eigenbasis(L, mass, k=5)
+    assert np.array_equal(evals, expected[0]) and np.array_equal(evecs, expected[1])
+    assert np.array_equal(eigenbasis(L, mass, num_eigenpairs=5)[0], expected[0])
+    with pytest.warns(FutureWarning, match="mesh_eigenbasis: 'k' was renamed"):
+        assert mesh_eigenbasis(pos, face, k=6).evals.shape == (6,)
+    assert mesh_eigenbasis(pos, face, 6).evals.shape == (6,)
+    with pytest.raises(TypeError, match="got both 'num_eigenpairs'=6 and the deprecated 'k'=5"):
+        with pytest.warns(FutureWarning):
+            mesh_eigenbasis(pos, face, 6, k=5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'num_eigenpair'"):
+        eigenbasis(L, mass, num_eigenpair=5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'methd'"):
+        mesh_eigenbasis(pos, face, 6, methd="robust")

@@ -27,7 +27,7 @@ def count_solves(monkeypatch):
     real = eigen_module.mesh_eigenbasis
 
     def counting(*args, **kwargs):
-        calls.append(args[2] if len(args) > 2 else kwargs.get("k"))
+        calls.append(args[2] if len(args) > 2 else kwargs.get("num_eigenpairs"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(eigen_module, "mesh_eigenbasis", counting)
@@ -45,6 +45,22 @@ def test_eigenbasis_attributes_batch_correctly():
     assert (gram - torch.eye(8, dtype=torch.float64)).abs().max() < 1e-5  # float32 storage
 
 
+def test_eigenbasis_transform_takes_num_eigenpairs_and_the_former_k():
+    transform = LaplacianEigenbasis(num_eigenpairs=6)
+    assert transform.num_eigenpairs == 6
+    assert repr(transform) == "LaplacianEigenbasis(num_eigenpairs=6, method='cotan', cache_dir=None)"
+    with pytest.warns(FutureWarning, match="LaplacianEigenbasis: 'k' was renamed") as record:
+        former = LaplacianEigenbasis(k=6)
+    assert record[0].filename == __file__  # the warning points at the caller
+    assert torch.equal(former(sphere_data()).evecs, transform(sphere_data()).evecs)
+    with pytest.raises(ValueError, match="'num_eigenpairs' must be a positive int, got 0"):
+        LaplacianEigenbasis(0)
+    with pytest.raises(ValueError, match="'num_eigenpairs' must be a positive int, got None"):
+        LaplacianEigenbasis()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'cache'"):
+        LaplacianEigenbasis(6, cache="/tmp")
+
+
 def test_point_cloud_without_faces():
     data = sphere_data(3)
     del data.face
@@ -59,7 +75,7 @@ def test_cache_hit_performs_no_eigensolve(tmp_path, count_solves):
     assert len(count_solves) == 1
     assert torch.equal(first.evecs, second.evecs) and torch.equal(first.mass, second.mass)
     assert torch.equal(first.evals, second.evals)
-    # a smaller k is served by the stored larger one; a larger k is recomputed and stored
+    # fewer eigenpairs are served by the stored entry; more are recomputed and stored
     assert torch.equal(LaplacianEigenbasis(8, cache_dir=tmp_path)(sphere_data()).evecs,
                        first.evecs[:, :8])
     assert len(count_solves) == 1

@@ -22,8 +22,8 @@ class EigenbasisCache:
     """Eigenbases stored as ``<root>/<key[:2]>/<key>.npz``.
 
     * The key is a SHA-256 of the exact bytes of ``pos`` and ``face`` and of
-      the computation's settings (``config``), not of ``k``: an entry computed
-      for a larger ``k`` serves every smaller request.
+      the computation's settings (``config``), not of the number of
+      eigenpairs: an entry with more eigenpairs serves every request for fewer.
     * A hit is accepted only if the stored ``pos`` and ``face`` equal the
       query exactly (a hash collision, or a file copied under another name,
       never returns another shape's basis).
@@ -52,9 +52,9 @@ class EigenbasisCache:
         return self.root / key[:2] / f"{key}.npz"
 
     def load(self, key: str, pos: np.ndarray, face: Optional[np.ndarray],
-             k: int) -> Optional[Eigenbasis]:
-        """The cached basis truncated to ``k``, or ``None`` (miss, too small a
-        ``k``, another geometry, or an unreadable entry)."""
+             num_eigenpairs: int) -> Optional[Eigenbasis]:
+        """The cached basis truncated to ``num_eigenpairs``, or ``None`` (miss,
+        fewer eigenpairs stored, another geometry, or an unreadable entry)."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -79,9 +79,9 @@ class EigenbasisCache:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             log.warning("unreadable cache entry %s (%s); recomputing it", path, error)
             return None
-        if evecs.shape[1] < k:
+        if evecs.shape[1] < num_eigenpairs:
             return None
-        return Eigenbasis(evals[:k], evecs[:, :k], mass)
+        return Eigenbasis(evals[:num_eigenpairs], evecs[:, :num_eigenpairs], mass)
 
     def store(self, key: str, pos: np.ndarray, face: Optional[np.ndarray], basis: Eigenbasis) -> None:
         """Writes an entry atomically; a cache that cannot be written is

@@ -9,6 +9,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
+from .._deprecation import renamed
 from .._optional import available
 from .laplacian import clean_mesh, laplacian
 
@@ -24,9 +25,9 @@ EIGSH_TOL = 1e-8
 UNREFERENCED_MASS = 1e-8
 
 
-def eigenbasis(L, mass, k: int, *, shift: float = 1e-8, max_tries: int = 6,
-               dense_max: int = DENSE_MAX):
-    r"""The ``k`` smallest eigenpairs of :math:`\mathbf{L}\psi = \lambda\,\mathrm{diag}(m)\,\psi`.
+def eigenbasis(L, mass, num_eigenpairs: Optional[int] = None, *, shift: float = 1e-8,
+               max_tries: int = 6, dense_max: int = DENSE_MAX, **deprecated):
+    r"""The ``num_eigenpairs`` smallest eigenpairs of :math:`\mathbf{L}\psi = \lambda\,\mathrm{diag}(m)\,\psi`.
 
     Computed in float64 on the symmetric form :math:`M^{-1/2} L M^{-1/2}`:
     densely (``scipy.linalg.eigh``) up to ``dense_max`` vertices, otherwise by
@@ -47,12 +48,17 @@ def eigenbasis(L, mass, k: int, *, shift: float = 1e-8, max_tries: int = 6,
     Args:
         L: Symmetric positive semi-definite ``[n, n]`` (sparse or dense).
         mass: Positive lumped masses ``[n]``.
-        k: Number of eigenpairs, ``1 <= k <= n`` (a larger ``k`` raises: no
-            more than ``n`` independent functions exist on ``n`` vertices).
+        num_eigenpairs: Number of eigenpairs ``K``, ``1 <= K <= n`` (a larger
+            ``K`` raises: no more than ``n`` independent functions exist on
+            ``n`` vertices).  The former name ``k`` still works, with a
+            ``FutureWarning``.
 
     Returns:
-        ``(evals [k], evecs [n, k])`` as float64 arrays.
+        ``(evals [K], evecs [n, K])`` as float64 arrays.
     """
+    num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "eigenbasis", num_eigenpairs, None)
+    if deprecated:
+        raise TypeError(f"eigenbasis() got an unexpected keyword argument '{next(iter(deprecated))}'")
     mass = np.asarray(mass, dtype=np.float64).reshape(-1)
     n = mass.shape[0]
     if not (hasattr(L, "shape") and L.shape == (n, n)):
@@ -63,11 +69,11 @@ def eigenbasis(L, mass, k: int, *, shift: float = 1e-8, max_tries: int = 6,
         raise ValueError(f"'mass' must be finite and positive; {bad} vertices are not (vertices "
                          "that no triangle uses? clean the mesh with clean_mesh() or call "
                          "mesh_eigenbasis())")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"'k' must be a positive int, got {k!r}")
-    if k > n:
-        raise ValueError(f"'k' = {k} eigenpairs requested but the geometry has only {n} "
-                         "vertices; use k <= n")
+    if not isinstance(num_eigenpairs, (int, np.integer)) or num_eigenpairs < 1:
+        raise ValueError(f"'num_eigenpairs' must be a positive int, got {num_eigenpairs!r}")
+    if num_eigenpairs > n:
+        raise ValueError(f"'num_eigenpairs' = {num_eigenpairs} eigenpairs requested but the "
+                         f"geometry has only {n} vertices; use num_eigenpairs <= n")
     L = sp.csr_matrix(L, dtype=np.float64)
     if not np.isfinite(L.data).all():
         raise ValueError("'L' contains NaN or infinite entries")
@@ -75,22 +81,22 @@ def eigenbasis(L, mass, k: int, *, shift: float = 1e-8, max_tries: int = 6,
     sym = sp.diags(scale) @ L @ sp.diags(scale)
     sym = ((sym + sym.T) * 0.5).tocsr()
     if n <= dense_max:
-        evals, vecs = la.eigh(sym.toarray(), subset_by_index=[0, k - 1])
+        evals, vecs = la.eigh(sym.toarray(), subset_by_index=[0, num_eigenpairs - 1])
     else:
-        evals, vecs = _shift_invert(sym, k, shift, max_tries)
+        evals, vecs = _shift_invert(sym, num_eigenpairs, shift, max_tries)
     order = np.argsort(evals)
     evals, evecs = np.maximum(evals[order], 0.0), vecs[:, order] * scale[:, None]
     evecs = _m_orthonormalise(evecs, mass)
     peak = np.abs(evecs).argmax(0)
-    evecs *= np.where(evecs[peak, np.arange(k)] < 0, -1.0, 1.0)
+    evecs *= np.where(evecs[peak, np.arange(num_eigenpairs)] < 0, -1.0, 1.0)
     return evals, evecs
 
 
-def _shift_invert(sym: sp.csr_matrix, k: int, shift: float, max_tries: int):
+def _shift_invert(sym: sp.csr_matrix, num_eigenpairs: int, shift: float, max_tries: int):
     n = sym.shape[0]
     typical = max(float(sym.diagonal().mean()), np.finfo(float).tiny)
     v0 = np.random.default_rng(0).standard_normal(n)  # deterministic start
-    ncv = min(n - 1, max(k + 64, int(1.5 * k), 20))
+    ncv = min(n - 1, max(num_eigenpairs + 64, int(1.5 * num_eigenpairs), 20))
     perm = _nested_dissection(sym)
     last_error = None
     for attempt in range(max_tries):
@@ -98,7 +104,7 @@ def _shift_invert(sym: sp.csr_matrix, k: int, shift: float, max_tries: int):
         try:
             solve = _factorise(sym - sigma * sp.identity(n, format="csr"), perm)
             op = sla.LinearOperator((n, n), matvec=solve, dtype=np.float64)
-            return sla.eigsh(sym, k=k, sigma=sigma, which="LM", OPinv=op, v0=v0, ncv=ncv,
+            return sla.eigsh(sym, k=num_eigenpairs, sigma=sigma, which="LM", OPinv=op, v0=v0, ncv=ncv,
                              tol=EIGSH_TOL)
         except (RuntimeError, sla.ArpackError, sla.ArpackNoConvergence) as error:
             last_error = error
@@ -146,14 +152,14 @@ def _m_orthonormalise(evecs: np.ndarray, mass: np.ndarray) -> np.ndarray:
 class Eigenbasis(NamedTuple):
     """Eigenpairs and lumped masses on every original vertex."""
 
-    evals: np.ndarray  # [k]
-    evecs: np.ndarray  # [N, k]
+    evals: np.ndarray  # [num_eigenpairs]
+    evecs: np.ndarray  # [N, num_eigenpairs]
     mass: np.ndarray  # [N]
 
 
-def mesh_eigenbasis(pos, face=None, k: int = 64, *, method: str = "cotan",
-                    mollify_factor: float = 1e-5) -> Eigenbasis:
-    """Laplacian, mass and ``k`` eigenpairs of a mesh or point cloud, robust to
+def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "cotan",
+                    mollify_factor: float = 1e-5, **deprecated) -> Eigenbasis:
+    """Laplacian, mass and ``num_eigenpairs`` eigenpairs of a mesh or point cloud, robust to
     messy meshes, on every original vertex.
 
     Meshes are cleaned first (:func:`~tg_funcattn.geometry.clean_mesh`):
@@ -167,20 +173,26 @@ def mesh_eigenbasis(pos, face=None, k: int = 64, *, method: str = "cotan",
     Args:
         pos: ``[N, 3]`` positions.
         face: ``[3, F]`` triangles (PyG layout) or ``None`` for a point cloud.
-        k: Number of eigenpairs (at most the number of valid vertices).
+        num_eigenpairs: Number of eigenpairs (at most the number of valid
+            vertices).  The former name ``k`` still works, with a
+            ``FutureWarning``.
         method: ``"cotan"`` or ``"robust"``; see :func:`laplacian`.
     """
+    num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "mesh_eigenbasis", num_eigenpairs, 64)
+    if deprecated:
+        raise TypeError("mesh_eigenbasis() got an unexpected keyword argument "
+                        f"'{next(iter(deprecated))}'")
     if face is None:
         L, mass = laplacian(pos, None, mollify_factor=mollify_factor)
-        evals, evecs = eigenbasis(L, mass, k)
+        evals, evecs = eigenbasis(L, mass, num_eigenpairs)
         return Eigenbasis(evals, evecs, mass)
     clean = clean_mesh(pos, face)
     n = len(clean.pos)
-    if k > n:
-        raise ValueError(f"'k' = {k} eigenpairs requested but the mesh has only {n} valid "
-                         f"vertices after cleaning ({clean.removed})")
+    if num_eigenpairs > n:
+        raise ValueError(f"'num_eigenpairs' = {num_eigenpairs} eigenpairs requested but the mesh "
+                         f"has only {n} valid vertices after cleaning ({clean.removed})")
     L, mass_c = laplacian(clean.pos, clean.face.T, method=method, mollify_factor=mollify_factor)
-    evals, evecs_c = eigenbasis(L, mass_c, k)
+    evals, evecs_c = eigenbasis(L, mass_c, num_eigenpairs)
     index = clean.index.copy()
     unused = index < 0
     if unused.any():

@@ -8,19 +8,20 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
+from .._deprecation import renamed
 from ..geometry import eigen as _eigen
 from ..geometry.cache import EigenbasisCache
 from ..geometry.laplacian import METHODS
 
 
 class LaplacianEigenbasis(BaseTransform):
-    r"""Computes the first ``k`` Laplace-Beltrami eigenpairs of a mesh
+    r"""Computes the first ``num_eigenpairs`` (``K``) Laplace-Beltrami eigenpairs of a mesh
     (``data.pos``, ``data.face``) or point cloud (``data.pos`` only) and
     stores
 
-    * ``data.evecs`` ``[N, k]``: eigenfunctions, orthonormal in the mass
+    * ``data.evecs`` ``[N, K]``: eigenfunctions, orthonormal in the mass
       inner product (``evecs^T diag(mass) evecs = I``);
-    * ``data.evals`` ``[1, k]``: eigenvalues, ascending (``[B, k]`` once
+    * ``data.evals`` ``[1, K]``: eigenvalues, ascending (``[B, K]`` once
       batched);
     * ``data.mass`` ``[N]``: lumped vertex areas,
 
@@ -36,11 +37,12 @@ class LaplacianEigenbasis(BaseTransform):
     With ``cache_dir``, results are stored on disk under a hash of the exact
     ``pos``/``face`` and the settings (see
     :class:`~tg_funcattn.geometry.cache.EigenbasisCache`): a hit performs no
-    eigensolve, an entry with a larger ``k`` serves a smaller one, and a
+    eigensolve, an entry with more eigenpairs serves a request for fewer, and a
     corrupt entry is recomputed.
 
     Args:
-        k (int): Number of eigenpairs.
+        num_eigenpairs (int): Number of eigenpairs ``K`` (formerly ``k``,
+            which still works with a ``FutureWarning``).
         cache_dir (str or Path, optional): Folder of the on-disk cache.
             (default: :obj:`None`, no cache)
         method (str, optional): ``"cotan"`` or ``"robust"`` for meshes (see
@@ -49,12 +51,18 @@ class LaplacianEigenbasis(BaseTransform):
             robust Laplacians. (default: :obj:`1e-5`)
     """
 
-    def __init__(self, k: int, cache_dir=None, method: str = "cotan", mollify_factor: float = 1e-5):
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"'k' must be a positive int, got {k!r}")
+    def __init__(self, num_eigenpairs: Optional[int] = None, cache_dir=None, method: str = "cotan",
+                 mollify_factor: float = 1e-5, **deprecated):
+        num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "LaplacianEigenbasis",
+                                 num_eigenpairs, None)
+        if deprecated:
+            raise TypeError("LaplacianEigenbasis() got an unexpected keyword argument "
+                            f"'{next(iter(deprecated))}'")
+        if not isinstance(num_eigenpairs, int) or num_eigenpairs < 1:
+            raise ValueError(f"'num_eigenpairs' must be a positive int, got {num_eigenpairs!r}")
         if method not in METHODS:
             raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
-        self.k = k
+        self.num_eigenpairs = num_eigenpairs
         self.method = method
         self.mollify_factor = mollify_factor
         self.cache = None if cache_dir is None else EigenbasisCache(cache_dir)
@@ -72,20 +80,22 @@ class LaplacianEigenbasis(BaseTransform):
         result = key = None
         if self.cache is not None:
             key = self.cache.key(pos, face, self.config)
-            result = self.cache.load(key, pos, face, self.k)
+            result = self.cache.load(key, pos, face, self.num_eigenpairs)
         if result is None:
-            result = _eigen.mesh_eigenbasis(pos, face, self.k, method=self.method,
+            result = _eigen.mesh_eigenbasis(pos, face, self.num_eigenpairs, method=self.method,
                                             mollify_factor=self.mollify_factor)
             if self.cache is not None:
                 self.cache.store(key, pos, face, result)
-        data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :self.k], dtype=np.float32))
-        data.evals = torch.from_numpy(np.asarray(result.evals[:self.k], dtype=np.float32)).unsqueeze(0)
+        K = self.num_eigenpairs
+        data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :K], dtype=np.float32))
+        data.evals = torch.from_numpy(np.asarray(result.evals[:K], dtype=np.float32)).unsqueeze(0)
         data.mass = torch.from_numpy(np.asarray(result.mass, dtype=np.float32))
         return data
 
     def __repr__(self) -> str:
         cache = None if self.cache is None else str(self.cache.root)
-        return f"{self.__class__.__name__}(k={self.k}, method='{self.method}', cache_dir={cache!r})"
+        return (f"{self.__class__.__name__}(num_eigenpairs={self.num_eigenpairs}, "
+                f"method='{self.method}', cache_dir={cache!r})")
 
 
 class RandomEigenvectorSignFlip(BaseTransform):
@@ -106,7 +116,6 @@ class RandomEigenvectorSignFlip(BaseTransform):
         if getattr(data, "evecs", None) is None:
             raise ValueError("RandomEigenvectorSignFlip needs 'data.evecs'; apply "
                              "LaplacianEigenbasis first")
-        k = data.evecs.shape[1]
-        signs = torch.randint(0, 2, (k,), generator=self.generator) * 2 - 1
+        signs = torch.randint(0, 2, (data.evecs.shape[1],), generator=self.generator) * 2 - 1
         data.evecs = data.evecs * signs.to(data.evecs)
         return data

@@ -42,7 +42,7 @@ class NormalizeMesh(BaseTransform):
 
     def forward(self, data: Data) -> Data:
         pos, face = _mesh(data, "NormalizeMesh")
-        present = [k for k in _SPECTRAL if k in data]
+        present = [key for key in _SPECTRAL if key in data]
         if present:
             raise ValueError(f"NormalizeMesh: data already has {present}, computed for the old "
                              "geometry; apply LaplacianEigenbasis after this transform")
@@ -139,9 +139,10 @@ class SampleMeshPoints(BaseTransform):
         corners = face[:, chosen]  # [3, P]
         nearest = corners.gather(0, bary.argmax(1).unsqueeze(0)).squeeze(0)
 
-        vertex_keys = [k for k in data.keys() if k not in ("pos", "face", "mass") and k not in self.face_keys
-                       and isinstance(data[k], Tensor) and data[k].dim() > 0
-                       and data[k].shape[0] == num_vertices]
+        vertex_keys = [key for key in data.keys()
+                       if key not in ("pos", "face", "mass") and key not in self.face_keys
+                       and isinstance(data[key], Tensor) and data[key].dim() > 0
+                       and data[key].shape[0] == num_vertices]
         out = {}
         for key in vertex_keys:
             value = data[key]

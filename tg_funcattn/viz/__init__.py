@@ -204,7 +204,8 @@ def show_segmentation(pos, pred, target, face=None) -> None:
 
 
 def plot_functional_maps(fmaps, path, title: Optional[str] = None) -> Path:
-    """Heat maps of functional maps ``[k, k]`` or ``[heads, k, k]``."""
+    """Heat maps of functional maps ``[num_bases, num_bases]`` or
+    ``[heads, num_bases, num_bases]``."""
     plt = require("matplotlib.pyplot", "functional map plots")
     fmaps = _as_numpy(fmaps)
     if fmaps.ndim == 2:
