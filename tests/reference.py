@@ -70,3 +70,30 @@ def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, retu
         out[idx] = torch.cat(heads, dim=1) @ layer.lin_out.weight.T + layer.lin_out.bias
         maps.append(torch.stack(maps_g))
     return (out, torch.stack(maps)) if return_maps else out
+
+
+def authors_functional_attention(x, params, heads, num_bases):
+    """The learned-basis layer of one graph in the authors' parametrisation,
+    written from the paper's formulas (``docs/functional-attention.md``):
+    plain sums over the nodes (``M = I``), the slice norm offset by ``1e-5``,
+    and the map ``C = Q K^T ((1 - a) K K^T + a I)^{-1}`` with
+    ``a = sigmoid(alpha)``.  ``params`` holds the authors' parameter names:
+    ``in_project_x``, ``in_project_fx``, ``slice1`` and ``to_out`` as
+    ``(weight, bias)``, ``to_q``/``to_k``/``to_v`` weights, ``temperature``
+    ``[H]`` and the scalar ``alpha``."""
+    n, c = x.shape
+    d = c // heads
+    a = torch.sigmoid(params["alpha"])
+    fx = x @ params["in_project_fx"][0].T + params["in_project_fx"][1]
+    ux = x @ params["in_project_x"][0].T + params["in_project_x"][1]
+    outs = []
+    for h in range(heads):
+        f, u = fx[:, h * d:(h + 1) * d], ux[:, h * d:(h + 1) * d]
+        tau = params["temperature"][h].clamp(0.1, 5.0)
+        w = torch.softmax((u @ params["slice1"][0].T + params["slice1"][1]) / tau, dim=1)  # [n, k]
+        tokens = (w.T @ f) / (w.sum(0) + 1e-5)[:, None]  # [k, d]
+        q, k, v = tokens @ params["to_q"].T, tokens @ params["to_k"].T, tokens @ params["to_v"].T
+        eye = torch.eye(num_bases, dtype=x.dtype)
+        fmap = q @ k.T @ torch.linalg.inv((1 - a) * (k @ k.T) + a * eye)
+        outs.append(w @ (fmap @ v))
+    return torch.cat(outs, dim=1) @ params["to_out"][0].T + params["to_out"][1]

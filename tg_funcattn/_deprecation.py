@@ -11,7 +11,9 @@ def renamed(kwargs: Dict[str, Any], old: str, new: str, owner: str, current: Any
     ``old`` in ``kwargs`` (removed from it) with a ``FutureWarning``.
 
     ``current`` is the value ``new`` was given and ``default`` its default:
-    passing both names with different values is an error.
+    passing both names with different values is an error (a value of
+    ``new`` equal to its default cannot be told from no value; the old
+    name's value is used then).
     """
     if old not in kwargs:
         return current

@@ -1,0 +1,112 @@
+"""Validation once per forward pass, host synchronisations, streaming."""
+import pytest
+import torch
+from probes import HostSyncs
+
+from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet, FunctionalAttention
+
+
+def _batch(sizes):
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+
+
+@pytest.mark.parametrize("kind, extra", [("learned", 0), ("laplacian_init", 1)])
+@pytest.mark.parametrize("num_layers", [1, 4])
+def test_host_syncs_per_forward_do_not_grow_with_depth(kind, extra, num_layers):
+    """All value checks of a forward pass are read in one host synchronisation
+    (plus one to read the number of graphs when ``batch_size`` is not given,
+    plus one for the deferred factorisation check of ``laplacian_init``),
+    whatever the number of blocks."""
+    batch = _batch([30, 50, 20, 40])
+    pos = torch.randn(140, 3)
+    mass = torch.rand(140) + 0.1
+    basis = None if kind == "learned" else torch.randn(140, 8)
+    net = FuncAttnNet(0, 16, 3, num_layers=num_layers, heads=2, num_bases=8, basis_type=kind)
+    with HostSyncs() as given:
+        net(None, pos, batch, mass=mass, basis=basis, batch_size=4)
+    with HostSyncs() as read:
+        net(None, pos, batch, mass=mass, basis=basis)
+    assert given.count == 1 + extra, given.names
+    assert read.count == 2 + extra, read.names
+
+
+def test_layer_and_block_validate_with_one_sync():
+    batch = _batch([9, 14])
+    x = torch.randn(23, 16)
+    with HostSyncs() as layer_syncs:
+        FunctionalAttention(16, 2, 4)(x, batch, mass=torch.rand(23) + 0.1, batch_size=2)
+    with HostSyncs() as block_syncs:
+        FuncAttnBlock(16, 2, 4)(x, None, batch, batch_size=2)
+    assert layer_syncs.count == 1 and block_syncs.count == 1
+
+
+def test_streaming_checkpoints_are_never_nested(monkeypatch):
+    """With autograd and ``chunk_size``, every chunk is checkpointed once:
+    no checkpoint runs inside another (the forward, nor the recomputation
+    in the backward pass)."""
+    import torch.utils.checkpoint as checkpoint_module
+
+    original = checkpoint_module.checkpoint
+    depth, deepest, calls = [0], [0], [0]
+
+    def counting(fn, *args, **kwargs):
+        def wrapped(*a, **k):
+            depth[0] += 1
+            deepest[0] = max(deepest[0], depth[0])
+            try:
+                return fn(*a, **k)
+            finally:
+                depth[0] -= 1
+        calls[0] += 1
+        return original(wrapped, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "checkpoint", counting)
+    net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4)
+    pos = torch.randn(100, 3)
+    net(None, pos, _batch([40, 60]), chunk_size=30).square().sum().backward()
+    assert calls[0] > 0 and deepest[0] == 1
+
+
+def test_old_keyword_names_warn_and_still_work():
+    with pytest.warns(FutureWarning, match="'basis' was renamed to 'basis_type'"):
+        layer = FunctionalAttention(16, 2, 4, basis="laplacian")
+    assert layer.basis_type == "laplacian"
+    with pytest.warns(FutureWarning, match="basis was renamed to basis_type"):
+        assert layer.basis == "laplacian"
+    with pytest.warns(FutureWarning, match="'k' was renamed to 'num_neighbors'"):
+        block = FuncAttnBlock(16, 2, 4, local="edgeconv", k=5)
+    assert block.num_neighbors == 5
+    with pytest.warns(FutureWarning) as record:
+        net = FuncAttnNet(3, 16, 2, num_layers=1, heads=2, num_bases=4, basis="laplacian",
+                          task="graph", k=7)
+    assert len(record) == 3
+    assert (net.readout, net.num_neighbors, net.blocks[0].attn.basis_type) == ("graph", 7, "laplacian")
+    with pytest.raises(TypeError, match="got both 'readout'='graph' and the deprecated 'task'"), \
+            pytest.warns(FutureWarning):
+        FuncAttnNet(3, 16, 2, readout="graph", task="node")
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        FunctionalAttention(16, 2, 4, num_basis=4)
+
+
+@pytest.mark.parametrize("kind", ["learned", "laplacian_init"])
+def test_state_dicts_with_the_old_parameter_names_load(kind):
+    """Checkpoints saved before the basis kinds became modules name the basis
+    parameters ``lin_basis_in``, ``basis_proj`` and ``temperature``."""
+    old_names = {"basis_module.lin_in.": "lin_basis_in.", "basis_module.proj.": "basis_proj.",
+                 "basis_module.temperature": "temperature"}
+    source = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis_type=kind)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    old = {}
+    for key, value in source.state_dict().items():
+        for new, before in old_names.items():
+            key = key.replace(new, before)
+        old[key] = value
+    assert any("lin_basis_in" in key for key in old)
+    target = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis_type=kind)
+    target.load_state_dict(old)
+    pos, batch = torch.randn(30, 3), _batch([12, 18])
+    basis = None if kind == "learned" else torch.randn(30, 4)
+    torch.testing.assert_close(target(None, pos, batch, basis=basis),
+                               source(None, pos, batch, basis=basis))
