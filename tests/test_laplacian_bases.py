@@ -43,7 +43,7 @@ def eigenspace_rotation(evals, seed=0):
 
 def _layer(kind, channels=16):
     torch.manual_seed(0)
-    return FunctionalAttention(channels, heads=2, num_bases=K, basis=kind).double()
+    return FunctionalAttention(channels, heads=2, num_bases=K, basis_type=kind).double()
 
 
 def test_laplacian_output_invariant_to_signs_and_eigenspace_rotations(sphere):
@@ -68,7 +68,7 @@ def test_laplacian_init_invariance_holds_at_init_only(sphere):
     torch.testing.assert_close(layer(x, mass=mass, basis=evecs @ S), layer(x, mass=mass, basis=evecs),
                                atol=1e-10, rtol=1e-8)
     with torch.no_grad():
-        layer.basis_proj.weight.normal_(0, 0.3)  # a learned correction, tied to the eigenvector order
+        layer.basis_module.proj.weight.normal_(0, 0.3)  # a learned correction, tied to the eigenvector order
     difference = (layer(x, mass=mass, basis=evecs @ S) - layer(x, mass=mass, basis=evecs)).abs().max()
     assert difference > 1e-3
 
@@ -88,7 +88,7 @@ def test_laplacian_init_starts_at_laplacian_and_moves_after_one_step(sphere):
                                rtol=0)
     optimizer = torch.optim.SGD(adaptive.parameters(), lr=0.1)
     (adaptive(x, mass=mass, basis=evecs) - target).square().mean().backward()
-    assert adaptive.basis_proj.weight.grad.abs().max() > 0
+    assert adaptive.basis_module.proj.weight.grad.abs().max() > 0
     optimizer.step()
     _, bases_after, _ = adaptive(x, mass=mass, basis=evecs, return_maps=True)
     assert (bases_after - bases_fixed).abs().max() > 1e-6
@@ -108,7 +108,7 @@ def test_network_on_a_batch_of_meshes_matches_each_alone():
     batch = Batch.from_data_list(shapes)
     for kind in ("laplacian", "laplacian_init"):
         torch.manual_seed(0)
-        net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=8, basis=kind)
+        net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=8, basis_type=kind)
         out = net(None, batch.pos, batch.batch, mass=batch.mass, basis=batch.evecs)
         for g, shape in enumerate(shapes):
             alone = net(None, shape.pos, mass=shape.mass, basis=shape.evecs)
