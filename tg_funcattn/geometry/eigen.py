@@ -27,7 +27,8 @@ UNREFERENCED_MASS = 1e-8
 
 def eigenbasis(L, mass, num_eigenpairs: Optional[int] = None, *, shift: float = 1e-8,
                max_tries: int = 6, dense_max: int = DENSE_MAX, **deprecated):
-    r"""The ``num_eigenpairs`` smallest eigenpairs of :math:`\mathbf{L}\psi = \lambda\,\mathrm{diag}(m)\,\psi`.
+    r"""The ``num_eigenpairs`` smallest eigenpairs of
+    :math:`\mathbf{L}\psi = \lambda\,\mathrm{diag}(m)\,\psi`.
 
     Computed in float64 on the symmetric form :math:`M^{-1/2} L M^{-1/2}`:
     densely (``scipy.linalg.eigh``) up to ``dense_max`` vertices, otherwise by
