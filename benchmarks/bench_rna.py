@@ -36,7 +36,7 @@ Protocol (the same for every row):
   training loss near 3.3; the "escape" column is the first epoch (from 1)
   whose mean training loss is 20% below that of epoch 3 (``-`` if never).
 
-Rows needing Laplacian eigenbases (``basis="laplacian_init"``) compute them
+Rows needing Laplacian eigenbases (``basis_type="laplacian_init"``) compute them
 on the meshes once (:class:`~tg_funcattn.transforms.LaplacianEigenbasis`
 with an on-disk cache, ``--eigen-cache``) and interpolate them to the
 sampled points, with the eigenvectors' deterministic signs (``--sign-flip``
@@ -76,6 +76,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 from peers import DGCNN, PeerNet, PointNet2  # noqa: E402
 
+from tg_funcattn._io import atomic_write  # noqa: E402
 from tg_funcattn.datasets import NUM_RNA_CLASSES, RNASurfaceSegmentation  # noqa: E402
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
 from tg_funcattn.training.data import rna_validation_split  # noqa: E402
@@ -126,19 +127,22 @@ PAPER_RECIPE = {key: value for key, value in preset("paper_rna")["train"].items(
 #: bench's optimiser settings])
 ROWS = {
     "funcattn": ("FuncAttnNet", _funcattn(), "funcattn"),
-    "laplacian_init": ("FuncAttnNet, basis=laplacian_init", _funcattn(basis="laplacian_init"),
+    "laplacian_init": ("FuncAttnNet, basis=laplacian_init", _funcattn(basis_type="laplacian_init"),
                        "funcattn"),
     "laplacian_init_mlp_head": ("FuncAttnNet, basis=laplacian_init, head=mlp",
-                                _funcattn(basis="laplacian_init", head="mlp"), "funcattn"),
+                                _funcattn(basis_type="laplacian_init", head="mlp"), "funcattn"),
     "laplacian_init_trunc_normal": ("FuncAttnNet, basis=laplacian_init, init=trunc_normal",
-                                    _funcattn(basis="laplacian_init", init="trunc_normal"), "funcattn"),
+                                    _funcattn(basis_type="laplacian_init", init="trunc_normal"),
+                                    "funcattn"),
     "laplacian_init_trunc_normal_mlp_head": (
         "FuncAttnNet, basis=laplacian_init, init=trunc_normal, head=mlp",
-        _funcattn(basis="laplacian_init", init="trunc_normal", head="mlp"), "funcattn"),
+        _funcattn(basis_type="laplacian_init", init="trunc_normal", head="mlp"), "funcattn"),
     "edgeconv": (f"FuncAttnNet, basis=laplacian_init + edgeconv (k={LOCAL_K})",
-                 _funcattn(basis="laplacian_init", local="edgeconv", k=LOCAL_K), "funcattn"),
+                 _funcattn(basis_type="laplacian_init", local="edgeconv", num_neighbors=LOCAL_K),
+                 "funcattn"),
     "point_transformer": (f"FuncAttnNet, basis=laplacian_init + point_transformer (k={LOCAL_K})",
-                          _funcattn(basis="laplacian_init", local="point_transformer", k=LOCAL_K),
+                          _funcattn(basis_type="laplacian_init", local="point_transformer",
+                                    num_neighbors=LOCAL_K),
                           "funcattn"),
     "paper_preset": ("paper preset (paper_rna)",
                      lambda: FuncAttnNet.from_preset("paper_rna", 0, NUM_RNA_CLASSES), "funcattn"),
@@ -383,11 +387,7 @@ def settings(args):
 
 
 def write_atomic(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def main():

@@ -223,7 +223,7 @@ class FuncAttnNet(Module):
     The defaults are the configuration that trained best on real RNA
     surfaces at the CPU budget of ``benchmarks/bench_rna.py`` without a local
     branch (PyTorch's initialisation and a single Linear head; see the README,
-    "Results on real data"); on meshes, ``basis="laplacian_init"`` with the
+    "Results on real data"); on meshes, ``basis_type="laplacian_init"`` with the
     surface's eigenbasis was the only kind that learned more than what a
     point's own position tells, and ``local="edgeconv", num_neighbors=8`` added about 9
     points of accuracy at about 6x the time per epoch.  :meth:`from_preset`
@@ -432,7 +432,7 @@ def _trunc_normal_linears(modules) -> None:
     """The authors' initialisation: every ``Linear`` weight drawn from a normal
     distribution of standard deviation :data:`TRUNC_NORMAL_STD` (truncated at
     +-2, PyTorch's default bounds), biases zero.  The zero-initialised
-    correction of ``basis="laplacian_init"`` stays zero, so that the basis
+    correction of ``basis_type="laplacian_init"`` stays zero, so that the basis
     starts as the given one."""
     keep = {id(sub.proj) for module in modules for sub in module.modules()
             if isinstance(sub, AdaptedOrthonormal)}

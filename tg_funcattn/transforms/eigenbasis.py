@@ -25,7 +25,7 @@ class LaplacianEigenbasis(BaseTransform):
       batched);
     * ``data.mass`` ``[N]``: lumped vertex areas,
 
-    all float32, ready for ``FunctionalAttention(basis="laplacian")`` as
+    all float32, ready for ``FunctionalAttention(basis_type="laplacian")`` as
     ``layer(x, batch, mass=data.mass, basis=data.evecs)``.  Operators are
     computed in float64 by :func:`~tg_funcattn.geometry.mesh_eigenbasis`
     (messy meshes are cleaned first; see there).  The eigenvectors are

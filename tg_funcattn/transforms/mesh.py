@@ -89,7 +89,7 @@ class SampleMeshPoints(BaseTransform):
     * An eigenbasis ``data.evecs`` (from :class:`LaplacianEigenbasis` on the
       mesh) is interpolated like any vertex attribute; with the new masses it
       is orthonormal up to the Monte-Carlo quadrature error (about
-      :math:`1/\sqrt{P}`), which ``basis="laplacian_init"`` re-orthonormalises.
+      :math:`1/\sqrt{P}`), which ``basis_type="laplacian_init"`` re-orthonormalises.
     * ``data.face`` is removed.
     * With ``keep_mesh=True`` the original vertices stay as ``data.mesh_pos``
       and every vertex attribute ``key`` as ``data.mesh_<key>``, so that
