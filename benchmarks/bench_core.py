@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 KINDS = ("learned", "laplacian_init")
 
 
-def worker(sizes, kinds, chunk):
+def worker(sizes, kinds, chunk, save):
     """Times the network of the importable ``tg_funcattn`` (this process's path)."""
     import warnings
 
@@ -48,7 +48,7 @@ def worker(sizes, kinds, chunk):
 
     warnings.simplefilter("ignore", FutureWarning)
     kind_kw = "basis_type" if "basis_type" in inspect.signature(FuncAttnNet).parameters else "basis"
-    results = {}
+    results, outputs = {}, {}
     for n in sizes:
         rng = np.random.default_rng(0)
         w = rng.uniform(0.25, 1.75, 8)
@@ -80,6 +80,8 @@ def worker(sizes, kinds, chunk):
                     return self.net(None, p, batch, mass=mass, basis=basis,
                                     batch_size=self.batch_size, chunk_size=self.chunk_size)
 
+            with torch.no_grad():
+                outputs[f"{kind}/{n}"] = Run()(pos)
             for chunk_size in (None, chunk) if chunk and n > chunk else (None,):
                 syncs = []
                 for run in (Run(None, chunk_size), Run(8, chunk_size)):
@@ -96,16 +98,20 @@ def worker(sizes, kinds, chunk):
                                 min_time=1.0, max_reps=5)
                 key = f"{kind}/{n}" + ("" if chunk_size is None else f"/{chunk_size}")
                 results[key] = dict(times, syncs=syncs[0], syncs_batch_size=syncs[1])
+    if save:
+        torch.save(outputs, save)
     return results
 
 
-def run_revision(path, sizes, kinds, chunk):
+def run_revision(path, sizes, kinds, chunk, save=""):
     env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                           "--sizes", ",".join(map(str, sizes)), "--kinds", ",".join(kinds),
-                          "--chunk", str(chunk),
+                          "--chunk", str(chunk), "--save", save,
                           "--expect", path],
-                         env=env, check=True, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the worker for {path} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -121,6 +127,7 @@ def main():
     parser.add_argument("--system-malloc", action="store_true", help="keep glibc's default malloc")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--expect", help=argparse.SUPPRESS)
+    parser.add_argument("--save", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
@@ -128,7 +135,7 @@ def main():
         import tg_funcattn
         if not os.path.abspath(tg_funcattn.__file__).startswith(os.path.abspath(args.expect)):
             raise RuntimeError(f"imported {tg_funcattn.__file__}, expected one under {args.expect}")
-        print(json.dumps(worker(sizes, kinds, args.chunk)))
+        print(json.dumps(worker(sizes, kinds, args.chunk, args.save)))
         return
 
     from common import machine, tune_allocator
@@ -139,10 +146,15 @@ def main():
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         revisions = {"before": tmp, "after": ROOT}
         rounds = {name: [] for name in revisions}
+        saved = {name: os.path.join(tmp, f"{name}.pt") for name in revisions}
         for r in range(args.rounds):
             for name, path in revisions.items():
-                rounds[name].append(run_revision(path, sizes, kinds, args.chunk))
+                rounds[name].append(run_revision(path, sizes, kinds, args.chunk,
+                                                 saved[name] if r == 0 else ""))
                 print(f"round {r + 1}/{args.rounds} {name} done", file=sys.stderr, flush=True)
+        import torch
+        before, after = (torch.load(saved[name]) for name in revisions)
+        output_diff = {key: float((after[key] - before[key]).abs().max()) for key in before}
     baseline = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.baseline],
                               check=True, capture_output=True, text=True).stdout.strip()
     rows = {}
@@ -153,6 +165,7 @@ def main():
                 row[f"{name}_{metric}_ms"] = statistics.median(r[key][metric] for r in rounds[name])
             row[f"{name}_syncs"] = rounds[name][0][key]["syncs"]
             row[f"{name}_syncs_batch_size"] = rounds[name][0][key]["syncs_batch_size"]
+        row["max_abs_output_difference"] = output_diff["/".join(key.split("/")[:2])]
         rows[key] = row
     result = {"machine": machine(), "baseline": baseline, "rounds": args.rounds,
               "malloc": "glibc default" if args.system_malloc else "tuned (benchmarks/common.py)",
@@ -164,10 +177,11 @@ def main():
              f"{result['machine']}; malloc {result['malloc']}; median of {args.rounds} alternating "
              "rounds, one process per revision and round.  4 blocks, width 128, 8 heads, 32 "
              "bases, 8 graphs of random sizes.  Ratio = after / before (below 1: faster).  Host "
-             "syncs: per forward pass, without / with `batch_size`.", "",
+             "syncs: per forward pass, without / with `batch_size`.  Output difference: the "
+             "largest absolute difference between the two revisions' outputs (same seed).", "",
              "| basis, N | forward ms before | after | ratio | fwd+bwd ms before | after | ratio "
-             "| host syncs before | after |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| host syncs before | after | output difference |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
         kind, n, *chunk = key.split("/")
         label = f"{kind}, {int(n):,}" + (f", chunk_size={int(chunk[0]):,}" if chunk else "")
@@ -177,7 +191,8 @@ def main():
             f"| {row['before_forward_backward_ms']:.1f} | {row['after_forward_backward_ms']:.1f} "
             f"| {row['after_forward_backward_ms'] / row['before_forward_backward_ms']:.2f} "
             f"| {row['before_syncs']} / {row['before_syncs_batch_size']} "
-            f"| {row['after_syncs']} / {row['after_syncs_batch_size']} |")
+            f"| {row['after_syncs']} / {row['after_syncs_batch_size']} "
+            f"| {row['max_abs_output_difference']:.1e} |")
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
