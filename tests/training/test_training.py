@@ -12,11 +12,12 @@ import torch
 pytest.importorskip("lightning", reason="training needs the 'train' extra")
 pytest.importorskip("trimesh", reason="the generated data needs the 'mesh' extra")
 
+from helpers import ROOT  # noqa: E402
+
 from tg_funcattn.cli import build_parser, main, run_config  # noqa: E402
 from tg_funcattn.training.config import ModelConfig, RunConfig  # noqa: E402
 from tg_funcattn.training.run import load_task  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY_SEG = ["--shapes", "4", "--points", "96", "--max-epochs", "4", "--batch-size", "4",
             "--no-progress", "--num-pictures", "1", "--lr", "5e-3"]
 TINY_REG = ["--levels", "1,2", "--num-shapes", "10", "--max-epochs", "6", "--batch-size", "4",

@@ -14,6 +14,8 @@ import torch
 
 pytest.importorskip("trimesh", reason="mesh datasets need the 'mesh' extra")
 
+from helpers import ROOT  # noqa: E402
+
 import tg_funcattn.datasets._io as dio  # noqa: E402
 from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression,  # noqa: E402
                                   MeshRegression, RNASurfaceSegmentation, ShapeNetPart,
@@ -21,7 +23,7 @@ from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression,  #
 from tg_funcattn.datasets.shapenet import SHAPENET_CATEGORIES, SHAPENET_PARTS  # noqa: E402
 from tg_funcattn.transforms import transfer_to_vertices  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parent.parent / "datasets"
+SAMPLES = ROOT / "datasets"
 SHAPENET_SAMPLE_CATEGORIES = ["Airplane", "Mug"]
 
 

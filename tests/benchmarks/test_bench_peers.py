@@ -1,14 +1,14 @@
 """The neighbour searches of the benchmark peers (``benchmarks/peers.py``: PyG 2.8
 takes them from pyg-lib, which is not on PyPI), against SciPy and a plain loop."""
-import os
 import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from scipy.spatial import cKDTree
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 peers = pytest.importorskip("peers")
 
 

@@ -5,10 +5,11 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT
+
 from tg_funcattn.datasets import shapes as S
 from tg_funcattn.datasets.shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_primitives_lie_on_their_surfaces_with_correct_normals():
