@@ -1,15 +1,9 @@
-import json
-import os
-import subprocess
-import sys
-
+"""The synthetic shapes of ``tg_funcattn.datasets.shapes``."""
 import numpy as np
 import pytest
-from helpers import ROOT
 
 from tg_funcattn.datasets import shapes as S
 from tg_funcattn.datasets.shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
-
 
 
 def test_primitives_lie_on_their_surfaces_with_correct_normals():
@@ -60,17 +54,3 @@ def test_sampled_shapes_are_deterministic_and_labelled_per_category():
 def test_unknown_category():
     with pytest.raises(ValueError, match="unknown category 'Chair'"):
         sample_shape("Chair", 10, np.random.default_rng(0))
-
-
-@pytest.mark.slow
-def test_quickstart_runs_and_reports_metrics(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--epochs", "2",
-           "--shapes", "8", "--points", "128", "--device", "cpu", "--root", str(tmp_path)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.strip().splitlines()
-    losses = [float(line.split()[3]) for line in lines if line.startswith("epoch")]
-    assert len(losses) == 2 and losses[1] < losses[0]
-    result = json.loads(lines[-1])
-    assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["instance_miou"] <= 1.0
-    assert result["epochs"] == 2

@@ -2,13 +2,11 @@ import math
 
 import pytest
 import torch
+from helpers import KINDS, batch_vector
 from probes import LargestTensor
 from reference import dense_functional_attention, orthonormal_basis
 
 from tg_funcattn.nn import FunctionalAttention
-
-KINDS = ("learned", "laplacian", "laplacian_init")
-
 
 def make_layer(kind="learned", channels=16, heads=2, num_bases=4, dtype=torch.float64, **kwargs):
     layer = FunctionalAttention(channels, heads, num_bases, basis_type=kind, **kwargs).to(dtype)
@@ -23,7 +21,7 @@ def make_layer(kind="learned", channels=16, heads=2, num_bases=4, dtype=torch.fl
 
 
 def make_inputs(sizes, channels=16, num_bases=4, dtype=torch.float64, with_mass=True):
-    batch = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
+    batch = batch_vector(sizes)
     x = torch.randn(batch.numel(), channels, dtype=dtype)
     mass = torch.rand(batch.numel(), dtype=dtype) + 0.1 if with_mass else None
     ones = torch.ones(batch.numel(), dtype=dtype)
@@ -476,7 +474,7 @@ def test_matches_the_authors_parametrisation():
         layer.lin_out.weight.copy_(params["to_out"][0] / (1 - a))
         layer.lin_out.bias.copy_(params["to_out"][1])
     x = torch.randn(30, c, generator=g, dtype=torch.float64)
-    batch = torch.repeat_interleave(torch.arange(3), 10)
+    batch = batch_vector([10, 10, 10])
     out = layer(x, batch)
     for graph in range(3):
         nodes = slice(10 * graph, 10 * graph + 10)

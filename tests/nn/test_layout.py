@@ -1,13 +1,10 @@
 """Validation once per forward pass, host synchronisations, streaming."""
 import pytest
 import torch
+from helpers import batch_vector
 from probes import HostSyncs
 
 from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet, FunctionalAttention
-
-
-def _batch(sizes):
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
 
 
 @pytest.mark.parametrize("kind, extra", [("learned", 0), ("laplacian_init", 1)])
@@ -17,7 +14,7 @@ def test_host_syncs_per_forward_do_not_grow_with_depth(kind, extra, num_layers):
     (plus one to read the number of graphs when ``batch_size`` is not given,
     plus one for the deferred factorisation check of ``laplacian_init``),
     whatever the number of blocks."""
-    batch = _batch([30, 50, 20, 40])
+    batch = batch_vector([30, 50, 20, 40])
     pos = torch.randn(140, 3)
     mass = torch.rand(140) + 0.1
     basis = None if kind == "learned" else torch.randn(140, 8)
@@ -31,7 +28,7 @@ def test_host_syncs_per_forward_do_not_grow_with_depth(kind, extra, num_layers):
 
 
 def test_layer_and_block_validate_with_one_sync():
-    batch = _batch([9, 14])
+    batch = batch_vector([9, 14])
     x = torch.randn(23, 16)
     with HostSyncs() as layer_syncs:
         FunctionalAttention(16, 2, 4)(x, batch, mass=torch.rand(23) + 0.1, batch_size=2)
@@ -63,7 +60,7 @@ def test_streaming_checkpoints_are_never_nested(monkeypatch):
     monkeypatch.setattr(checkpoint_module, "checkpoint", counting)
     net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4)
     pos = torch.randn(100, 3)
-    net(None, pos, _batch([40, 60]), chunk_size=30).square().sum().backward()
+    net(None, pos, batch_vector([40, 60]), chunk_size=30).square().sum().backward()
     assert calls[0] > 0 and deepest[0] == 1
 
 
@@ -106,7 +103,7 @@ def test_state_dicts_with_the_old_parameter_names_load(kind):
     assert any("lin_basis_in" in key for key in old)
     target = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis_type=kind)
     target.load_state_dict(old)
-    pos, batch = torch.randn(30, 3), _batch([12, 18])
+    pos, batch = torch.randn(30, 3), batch_vector([12, 18])
     basis = None if kind == "learned" else torch.randn(30, 4)
     torch.testing.assert_close(target(None, pos, batch, basis=basis),
                                source(None, pos, batch, basis=basis))

@@ -1,15 +1,12 @@
 import pytest
 import torch
+from helpers import batch_vector
 from torch_geometric.nn import GCNConv
 
 from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet
 from tg_funcattn.nn.models import TRUNC_NORMAL_STD, ResidualLift, _weighted_mean
 from tg_funcattn.nn.presets import PRESETS, preset
 from tg_funcattn.nn._layout import validate_layout
-
-
-def _batch(sizes):
-    return torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
 
 
 @pytest.mark.parametrize("local", [None, "point_transformer", "edgeconv", GCNConv(16, 16),
@@ -19,7 +16,7 @@ def test_block_batched_equals_alone(local):
     sizes = [1, 9, 60]
     x = torch.randn(sum(sizes), 16, dtype=torch.float64)
     pos = torch.rand(sum(sizes), 3, dtype=torch.float64)
-    batch = _batch(sizes)
+    batch = batch_vector(sizes)
     out = block(x, pos, batch)
     assert out.shape == x.shape
     s = 0
@@ -52,7 +49,7 @@ def test_net_batched_equals_alone(task, with_mass):
     x, pos = torch.randn(n, 3, dtype=torch.float64), torch.rand(n, 3, dtype=torch.float64)
     mass = torch.rand(n, dtype=torch.float64) + 0.5 if with_mass else None
     category = torch.tensor([2, 0, 1])
-    out = net(x, pos, _batch(sizes), mass=mass, category=category)
+    out = net(x, pos, batch_vector(sizes), mass=mass, category=category)
     assert out.shape == ((n, 5) if task == "node" else (3, 5))
     s = 0
     for g, m in enumerate(sizes):
@@ -78,7 +75,7 @@ def test_category_conditioning_changes_output():
 def test_weighted_mean_pooling():
     h = torch.randn(7, 3, dtype=torch.float64)
     mass = torch.rand(7, dtype=torch.float64) + 0.1
-    batch = _batch([3, 4])
+    batch = batch_vector([3, 4])
     pooled = _weighted_mean(h, validate_layout(7, h.device, batch, None, mass, None))
     for g, idx in enumerate([slice(0, 3), slice(3, 7)]):
         expected = (mass[idx, None] * h[idx]).sum(0) / mass[idx].sum()
@@ -118,7 +115,7 @@ def test_net_learns_a_toy_task():
     torch.manual_seed(0)
     net = FuncAttnNet(0, 32, 2, num_layers=2, heads=4, num_bases=8)
     pos = torch.rand(4 * 64, 3)
-    batch = _batch([64] * 4)
+    batch = batch_vector([64] * 4)
     y = (pos[:, 0] > 0.5).long()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
@@ -134,7 +131,7 @@ def test_net_learns_a_toy_task():
 def test_net_returns_maps_per_block():
     net = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4)
     pos = torch.rand(30, 3)
-    batch = _batch([10, 20])
+    batch = batch_vector([10, 20])
     out, maps = net(None, pos, batch, return_maps=True)
     torch.testing.assert_close(out, net(None, pos, batch))
     assert len(maps) == 2

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import batch_vector
 
 from tg_funcattn.ops import knn_graph
 
@@ -24,7 +25,7 @@ def _brute_force(pos, k, sizes, loop):
 def test_matches_brute_force(backend, loop):
     sizes = [1, 3, 40, 257]
     pos = torch.rand(sum(sizes), 3)
-    batch = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
+    batch = batch_vector(sizes)
     edge_index = knn_graph(pos, 6, batch, loop=loop, backend=backend)
     assert edge_index.dtype == torch.long and edge_index.shape[0] == 2
     assert set(map(tuple, edge_index.t().tolist())) == _brute_force(pos, 6, sizes, loop)
