@@ -4,7 +4,8 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))  # the dense reference module
+# the shared modules of the tests (helpers, probes, reference), imported by name
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,11 @@
 ``reference``: ``tests/conftest.py`` puts this folder on ``sys.path``)."""
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+
+from tg_funcattn._optional import available, require
 
 #: the repository root (examples/, datasets/, benchmarks/, README.md)
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,3 +40,53 @@ def input_and_parameter_grads(out, x, module):
     parameters of ``module`` that it depends on."""
     grads = torch.autograd.grad(out.square().sum(), [x, *module.parameters()], allow_unused=True)
     return [g for g in grads if g is not None]
+
+
+# ------------------------------------------------------------------ markers
+def _install_hint(name):
+    """The library's own message for a missing optional module ``name``
+    (``tg_funcattn._optional.require``: the pip name and the extra)."""
+    try:
+        require(name, "this test")
+    except ImportError as error:
+        return str(error)
+    except OSError as error:  # a broken install (available() counts it as missing)
+        return f"this test needs a working '{name}' ({error})"
+    return f"'{name}' did not import"  # it imports now; it did not a moment ago
+
+
+def requires(*names):
+    """Skips a test (or, as ``pytestmark``, a module) unless every optional
+    module in ``names`` imports; the reason is the install hint of
+    ``tg_funcattn._optional``.  A name that is not an optional dependency of
+    the package is a ValueError (a typo does not silently skip)."""
+    if not names:
+        raise ValueError("requires() needs at least one module name")
+    missing = [name for name in names if not available(name)]
+    return pytest.mark.skipif(bool(missing), reason="; ".join(_install_hint(name) for name in missing)
+                              or "all of " + ", ".join(names) + " import")
+
+
+#: skips a test where no CUDA device is available (as PyG's ``onlyCUDA``)
+only_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def skip_unless_rendering():
+    """Skips the calling test where open3d cannot render off screen here (no
+    open3d, or no GL/EGL libraries): probed at run time in a subprocess, which
+    a missing library could abort, so not a collection-time marker."""
+    from tg_funcattn.viz import rendering_available
+
+    ok, reason = rendering_available()
+    if not ok:
+        pytest.skip(f"3D rendering unavailable: {reason}")
+
+
+# ------------------------------------------------------------------- meshes
+def icosphere(level):
+    """trimesh's icosphere of the unit sphere: vertices ``[n, 3]`` float64 and
+    faces ``[3, F]`` int64 (tests that use it carry ``requires("trimesh")``)."""
+    import trimesh  # a module of the 'mesh' extra: imported only where a test builds a mesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=level)
+    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64).T

@@ -3,13 +3,12 @@ takes them from pyg-lib, which is not on PyPI), against SciPy and a plain loop."
 import sys
 
 import numpy as np
-import pytest
 import torch
 from helpers import ROOT
 from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-peers = pytest.importorskip("peers")
+import peers  # noqa: E402  (needs only torch and torch_geometric: an import error is a failure, not a skip)
 
 
 def _clouds(batch_size=3, points=200, seed=0):

@@ -11,20 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, requires
 
-pytest.importorskip("trimesh", reason="mesh datasets need the 'mesh' extra")
-
-from helpers import ROOT  # noqa: E402
-
-import tg_funcattn.datasets._io as dio  # noqa: E402
-from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression,  # noqa: E402
-                                  MeshRegression, RNASurfaceSegmentation, ShapeNetPart,
-                                  SyntheticParts)
-from tg_funcattn.datasets.shapenet import SHAPENET_CATEGORIES, SHAPENET_PARTS  # noqa: E402
-from tg_funcattn.transforms import transfer_to_vertices  # noqa: E402
+import tg_funcattn.datasets._io as dio
+from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression, MeshRegression,
+                                  RNASurfaceSegmentation, ShapeNetPart, SyntheticParts)
+from tg_funcattn.datasets.shapenet import SHAPENET_CATEGORIES, SHAPENET_PARTS
+from tg_funcattn.transforms import transfer_to_vertices
 
 SAMPLES = ROOT / "datasets"
 SHAPENET_SAMPLE_CATEGORIES = ["Airplane", "Mug"]
+#: the RNA and mesh-regression datasets read their meshes with trimesh (ShapeNet and
+#: SyntheticParts need no optional package)
+needs_trimesh = requires("trimesh")
 
 
 def copy_sample(name, tmp_path, sub="data") -> Path:
@@ -326,6 +325,7 @@ def test_atomic_write_failure_keeps_the_previous_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------ RNA
+@needs_trimesh
 def test_rna_sample_loads_messy_meshes_with_shifted_labels(tmp_path):
     root = copy_sample("rna_surface_segmentation", tmp_path)
     train = RNASurfaceSegmentation(root, split="train")
@@ -348,6 +348,7 @@ def test_rna_sample_loads_messy_meshes_with_shifted_labels(tmp_path):
     ("truncated", DatasetFormatError,
      r"mesh .*1ABC_X.off: the header says 161 faces but only 150 were read"),
 ])
+@needs_trimesh
 def test_rna_bad_files_name_the_file(tmp_path, damage, error, match):
     root = copy_sample("rna_surface_segmentation", tmp_path)
     labels = root / "labels" / "1ABC_X.txt"
@@ -371,6 +372,7 @@ def test_rna_bad_files_name_the_file(tmp_path, damage, error, match):
         RNASurfaceSegmentation(root, split="train")
 
 
+@needs_trimesh
 def test_rna_point_sampling_and_transfer_back_to_vertices(tmp_path):
     root = copy_sample("rna_surface_segmentation", tmp_path)
     torch.manual_seed(0)
@@ -384,6 +386,7 @@ def test_rna_point_sampling_and_transfer_back_to_vertices(tmp_path):
     assert torch.equal(back, brute)
 
 
+@needs_trimesh
 def test_rna_from_the_archive_on_disk(tmp_path):
     sample = SAMPLES / "rna_surface_segmentation" / "sample"
     root = tmp_path / "root"
@@ -394,8 +397,8 @@ def test_rna_from_the_archive_on_disk(tmp_path):
     assert len(RNASurfaceSegmentation(root, split="test")) == 1
 
 
+@requires("trimesh", "potpourri3d")
 def test_rna_meshes_get_eigenbases(tmp_path):
-    pytest.importorskip("potpourri3d")
     from tg_funcattn.transforms import LaplacianEigenbasis
 
     root = copy_sample("rna_surface_segmentation", tmp_path)
@@ -406,6 +409,7 @@ def test_rna_meshes_get_eigenbases(tmp_path):
 
 
 # -------------------------------------------------------------------- mesh regression
+@needs_trimesh
 def test_mesh_regression_sample_levels(tmp_path):
     root = copy_sample("mesh_regression", tmp_path)
     vertex = MeshRegression(root, split="train")[0]
@@ -428,6 +432,7 @@ def test_mesh_regression_sample_levels(tmp_path):
     ("no_target", FileNotFoundError, r"no target for 'sphere'"),
     ("mixed", DatasetFormatError, r"targets of split 'train' differ"),
 ])
+@needs_trimesh
 def test_mesh_regression_bad_files_name_the_file(tmp_path, damage, error, match):
     root = copy_sample("mesh_regression", tmp_path)
     target = root / "targets" / "sphere.npy"
@@ -453,6 +458,7 @@ def test_mesh_regression_bad_files_name_the_file(tmp_path, damage, error, match)
         MeshRegression(root, split="train")
 
 
+@needs_trimesh
 def test_mesh_operator_regression_is_nested_and_deterministic(tmp_path):
     kwargs = dict(levels=(1, 2), num_shapes=5, seed=1)
     coarse = MeshOperatorRegression(tmp_path, level=1, split="train", **kwargs)

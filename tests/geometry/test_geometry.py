@@ -3,21 +3,14 @@ import logging
 import numpy as np
 import pytest
 import scipy.sparse.linalg as sla
+from helpers import icosphere, requires
 
-pytest.importorskip("potpourri3d", reason="geometry needs the 'mesh' extra")
-pytest.importorskip("robust_laplacian", reason="geometry needs the 'mesh' extra")
-trimesh = pytest.importorskip("trimesh", reason="geometry needs the 'mesh' extra")
+from tg_funcattn.geometry import clean_mesh, eigenbasis, face_areas, laplacian, mesh_eigenbasis
+from tg_funcattn.geometry import eigen as eigen_module
 
-from tg_funcattn.geometry import (clean_mesh, eigenbasis, face_areas, laplacian,  # noqa: E402
-                                  mesh_eigenbasis)
-from tg_funcattn.geometry import eigen as eigen_module  # noqa: E402
+pytestmark = requires("potpourri3d", "robust_laplacian", "trimesh")
 
 SPHERE = np.array([0.0] + [2.0] * 3 + [6.0] * 5 + [12.0] * 7)  # l(l+1), multiplicity 2l+1
-
-
-def icosphere(level):
-    mesh = trimesh.creation.icosphere(subdivisions=level)
-    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64).T
 
 
 def rectangle(a, b, nx, ny, jitter=0.0, seed=0):

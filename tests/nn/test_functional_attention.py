@@ -8,6 +8,7 @@ from reference import dense_functional_attention, orthonormal_basis
 
 from tg_funcattn.nn import FunctionalAttention
 
+
 def make_layer(kind="learned", channels=16, heads=2, num_bases=4, dtype=torch.float64, **kwargs):
     layer = FunctionalAttention(channels, heads, num_bases, basis_type=kind, **kwargs).to(dtype)
     with torch.no_grad():  # move away from the special initial values

@@ -1,23 +1,21 @@
 """The layer with real Laplace-Beltrami eigenbases: invariances and training."""
-import numpy as np
 import pytest
 import torch
+from helpers import icosphere, requires
 from torch_geometric.data import Batch, Data
 
-trimesh = pytest.importorskip("trimesh", reason="eigenbases need the 'mesh' extra")
-pytest.importorskip("potpourri3d", reason="eigenbases need the 'mesh' extra")
+from tg_funcattn.nn import FuncAttnNet, FunctionalAttention
+from tg_funcattn.transforms import LaplacianEigenbasis
 
-from tg_funcattn.nn import FuncAttnNet, FunctionalAttention  # noqa: E402
-from tg_funcattn.transforms import LaplacianEigenbasis  # noqa: E402
+pytestmark = requires("trimesh", "potpourri3d")
 
 K = 9  # l = 0, 1, 2 on the sphere: eigenspaces of dimension 1, 3, 5, complete
 
 
 @pytest.fixture(scope="module")
 def sphere():
-    mesh = trimesh.creation.icosphere(subdivisions=3)
-    data = Data(pos=torch.tensor(np.asarray(mesh.vertices)),
-                face=torch.tensor(np.asarray(mesh.faces).T, dtype=torch.long))
+    vertices, faces = icosphere(3)
+    data = Data(pos=torch.tensor(vertices), face=torch.tensor(faces, dtype=torch.long))
     data = LaplacianEigenbasis(K)(data)
     evecs, mass = data.evecs.double(), data.mass.double()
     # re-orthonormalise the float32-stored basis in float64 for exact comparisons
@@ -102,9 +100,9 @@ def test_network_on_a_batch_of_meshes_matches_each_alone():
     transform = LaplacianEigenbasis(8)
     shapes = []
     for level, scale in ((1, 1.0), (2, 0.5), (2, 2.0)):
-        mesh = trimesh.creation.icosphere(subdivisions=level)
-        pos = torch.tensor(np.asarray(mesh.vertices) * scale, dtype=torch.float32)
-        shapes.append(transform(Data(pos=pos, face=torch.tensor(np.asarray(mesh.faces).T))))
+        vertices, faces = icosphere(level)
+        pos = torch.tensor(vertices * scale, dtype=torch.float32)
+        shapes.append(transform(Data(pos=pos, face=torch.tensor(faces))))
     batch = Batch.from_data_list(shapes)
     for kind in ("laplacian", "laplacian_init"):
         torch.manual_seed(0)

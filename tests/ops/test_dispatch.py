@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import KINDS, input_and_parameter_grads, ptr_of, random_inputs
 
+from tg_funcattn._optional import available
 from tg_funcattn.nn import FunctionalAttention
 from tg_funcattn.ops import (resolve_backend, segment_backend, segment_matmul_nn, segment_matmul_tn,
                              set_segment_backend)
@@ -15,12 +16,12 @@ def test_resolve_backend_rules():
     assert resolve_backend(cpu, torch.float32, 8) == "bmm"
     assert resolve_backend(cuda, torch.float32, 1) == "bmm"  # one graph: cuBLAS
     assert resolve_backend(cuda, torch.float64, 8) == "bmm"  # no float64 Triton path
-    expected = "triton" if segment_module._installed("triton") else "bmm"
+    expected = "triton" if available("triton") else "bmm"
     assert resolve_backend(cuda, torch.bfloat16, 8) == expected
     assert resolve_backend(cpu, torch.float32, 8, "reference") == "reference"
     with pytest.raises(ValueError, match="segment backend must be one of"):
         set_segment_backend("cuda")
-    if segment_module._installed("triton") and not segment_module._interpreting():
+    if available("triton") and not segment_module._interpreting():
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             resolve_backend(cpu, torch.float32, 2, "triton")
 

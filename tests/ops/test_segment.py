@@ -36,7 +36,6 @@ def test_forward_matches_per_graph_loop(sizes, backend):
         torch.testing.assert_close(segment_matmul_nn(a, c, ptr), _reference_nn(a, c, sizes))
 
 
-
 def test_strided_and_broadcast_inputs():
     sizes = [4, 9]
     ptr = ptr_of(sizes)

@@ -1,7 +1,7 @@
 """``segment_sum``: the native path, the torch_scatter path, autograd."""
 import pytest
 import torch
-from helpers import ptr_of
+from helpers import ptr_of, requires
 
 from tg_funcattn.ops import segment_backend, segment_sum
 from tg_funcattn.ops import segment as segment_module
@@ -20,8 +20,7 @@ def test_segment_sum_matches_dense_loop():
     assert torch.autograd.gradcheck(lambda s: segment_sum(s[:, 0], ptr), (src,))
 
 
-@pytest.mark.skipif(not segment_module._installed("torch_scatter"),
-                    reason="torch_scatter is not installed (pip install 'tg-funcattn[scatter]')")
+@requires("torch_scatter")
 def test_segment_sum_torch_scatter_path(monkeypatch):
     """The torch_scatter path (taken on CUDA) forced on the CPU."""
     monkeypatch.setattr(segment_module, "_use_torch_scatter", lambda src: True)

@@ -8,11 +8,10 @@ import textwrap
 
 import pytest
 import torch
-from helpers import batch_vector
+from helpers import batch_vector, only_cuda, requires
 
 from tg_funcattn.nn import FunctionalAttention
 from tg_funcattn.ops import resolve_backend, segment_backend
-from tg_funcattn.ops import segment as segment_module
 
 
 TRITON_SCRIPT = textwrap.dedent("""
@@ -61,8 +60,7 @@ TRITON_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not segment_module._installed("triton"),
-                    reason="triton is not installed (pip install 'tg-funcattn[triton]')")
+@requires("triton")
 def test_triton_kernels_agree_in_interpreter():
     """The Triton kernels, run on the CPU by Triton's interpreter, agree with
     the reference (chunked partial sums, graph-straddling blocks, strides,
@@ -78,8 +76,8 @@ def test_triton_kernels_agree_in_interpreter():
     assert result["tn_half"] < 1e-3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.skipif(not segment_module._installed("triton"), reason="triton is not installed")
+@only_cuda
+@requires("triton")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_triton_layer_matches_bmm(dtype):
     """On a GPU the dispatch picks Triton for batches; it matches cuBLAS."""

@@ -8,36 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, requires, skip_unless_rendering
 
-pytest.importorskip("lightning", reason="training needs the 'train' extra")
-pytest.importorskip("trimesh", reason="the generated data needs the 'mesh' extra")
+from tg_funcattn._optional import available
+from tg_funcattn.cli import build_parser, main, run_config
+from tg_funcattn.training.config import ModelConfig, RunConfig
+from tg_funcattn.training.run import load_task
 
-from helpers import ROOT  # noqa: E402
-
-from tg_funcattn.cli import build_parser, main, run_config  # noqa: E402
-from tg_funcattn.training.config import ModelConfig, RunConfig  # noqa: E402
-from tg_funcattn.training.run import load_task  # noqa: E402
+# training needs the 'train' extra, the generated data the 'mesh' extra
+pytestmark = requires("lightning", "trimesh")
 
 TINY_SEG = ["--shapes", "4", "--points", "96", "--max-epochs", "4", "--batch-size", "4",
             "--no-progress", "--num-pictures", "1", "--lr", "5e-3"]
 TINY_REG = ["--levels", "1,2", "--num-shapes", "10", "--max-epochs", "6", "--batch-size", "4",
             "--no-progress", "--num-pictures", "1", "--lr", "5e-3"]
-
-
-def rendering():
-    try:
-        from tg_funcattn.viz import rendering_available
-    except ImportError:
-        return False, "the 'viz' extra is not installed"
-    return rendering_available() if _has("open3d") else (False, "open3d is not installed")
-
-
-def _has(name):
-    try:
-        __import__(name)
-        return True
-    except ImportError:
-        return False
 
 
 def epoch_losses(out: Path, key: str):
@@ -75,16 +59,14 @@ def test_segmentation_example_writes_metrics_checkpoints_logs(segmentation_run):
         assert (out / "checkpoints" / name).stat().st_size > 10_000
     losses = epoch_losses(out, "train_loss")
     assert len(losses) == 4 and losses[-1] < losses[0]  # the loss decreases
-    assert (out / "logs" / "tensorboard").is_dir() or not _has("tensorboard")
+    assert (out / "logs" / "tensorboard").is_dir() or not available("tensorboard")
 
 
 def test_segmentation_example_pictures(segmentation_run):
     _, out, _ = segmentation_run
     for name in ("curves.png", "functional_maps.png"):  # matplotlib only
         assert (out / name).stat().st_size > 1000
-    ok, reason = rendering()
-    if not ok:
-        pytest.skip(f"3D rendering unavailable: {reason}")
+    skip_unless_rendering()
     for name in ("prediction_0.png", "bases.png"):
         assert (out / name).stat().st_size > 5000
 
@@ -192,9 +174,7 @@ def test_resume_from_a_checkpoint(segmentation_run, tmp_path):
 
 
 def test_visualize_command(segmentation_run, tmp_path):
-    ok, reason = rendering()
-    if not ok:
-        pytest.skip(f"3D rendering unavailable: {reason}")
+    skip_unless_rendering()
     _, out, _ = segmentation_run
     main(["visualize", "--ckpt", str(out / "checkpoints" / "best.ckpt"), "--out", str(tmp_path),
           "--num-pictures", "1"])

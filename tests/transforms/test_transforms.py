@@ -4,21 +4,21 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import icosphere, requires
 from torch_geometric.data import Batch, Data
 
-trimesh = pytest.importorskip("trimesh", reason="mesh transforms need the 'mesh' extra")
-pytest.importorskip("potpourri3d", reason="mesh transforms need the 'mesh' extra")
+from tg_funcattn.geometry import eigen as eigen_module
+from tg_funcattn.geometry import face_areas
+from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh, RandomEigenvectorSignFlip,
+                                    SampleMeshPoints)
 
-from tg_funcattn.geometry import eigen as eigen_module  # noqa: E402
-from tg_funcattn.geometry import face_areas  # noqa: E402
-from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh,  # noqa: E402
-                                    RandomEigenvectorSignFlip, SampleMeshPoints)
+pytestmark = requires("trimesh", "potpourri3d")
 
 
 def sphere_data(level=2, scale=1.0, shift=0.0):
-    mesh = trimesh.creation.icosphere(subdivisions=level)
-    pos = torch.tensor(np.asarray(mesh.vertices) * scale + shift, dtype=torch.float32)
-    return Data(pos=pos, face=torch.tensor(np.asarray(mesh.faces).T, dtype=torch.long))
+    vertices, faces = icosphere(level)
+    pos = torch.tensor(vertices * scale + shift, dtype=torch.float32)
+    return Data(pos=pos, face=torch.tensor(faces, dtype=torch.long))
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
+from helpers import icosphere, requires, skip_unless_rendering
 
-pytest.importorskip("matplotlib", reason="pictures need the 'viz' extra")
+from tg_funcattn import viz
 
-from tg_funcattn import viz  # noqa: E402
+pytestmark = requires("matplotlib")
 
 
 def test_label_colours_are_fixed_and_distinct():
@@ -26,10 +27,9 @@ def test_functional_map_and_curve_plots(tmp_path):
         viz.plot_training_curves(csv, tmp_path / "none.png")
 
 
+@requires("trimesh")
 def test_offscreen_rendering_writes_pngs(tmp_path):
-    ok, reason = viz.rendering_available()
-    if not ok:
-        pytest.skip(f"3D rendering unavailable: {reason}")
+    skip_unless_rendering()
     rng = np.random.default_rng(0)
     pos = rng.normal(size=(500, 3))
     target = (pos[:, 0] > 0).astype(int)
@@ -39,10 +39,9 @@ def test_offscreen_rendering_writes_pngs(tmp_path):
 
     image = imread(path)
     assert image.shape[1] > 2 * image.shape[0] // 2 and image[..., :3].std() > 0.05  # not blank
-    trimesh = pytest.importorskip("trimesh")
-    mesh = trimesh.creation.icosphere(2)
-    fields = np.asarray(mesh.vertices)[:, :2]
-    assert viz.render_fields(mesh.vertices, fields, tmp_path / "f.png", face=mesh.faces.T).stat().st_size > 5000
+    vertices, faces = icosphere(2)
+    fields = vertices[:, :2]
+    assert viz.render_fields(vertices, fields, tmp_path / "f.png", face=faces).stat().st_size > 5000
 
 
 def test_rendering_probe_reports_a_reason():
