@@ -41,7 +41,7 @@ def worker(sizes, kinds, chunk, save):
 
     import numpy as np
     import torch
-    from common import fwd_bwd, time_ms
+    from common import fwd_bwd, peak_mib, time_ms
     from probes import HostSyncs
 
     from tg_funcattn.nn import FuncAttnNet
@@ -98,6 +98,8 @@ def worker(sizes, kinds, chunk, save):
                                 min_time=1.0, max_reps=5)
                 key = f"{kind}/{n}" + ("" if chunk_size is None else f"/{chunk_size}")
                 results[key] = dict(times, syncs=syncs[0], syncs_batch_size=syncs[1])
+                if chunk_size is not None:  # what the recomputation is for
+                    results[key]["peak_mib"] = peak_mib(fwd_bwd(Run(None, chunk_size), pos))
     if save:
         torch.save(outputs, save)
     return results
@@ -165,6 +167,8 @@ def main():
                 row[f"{name}_{metric}_ms"] = statistics.median(r[key][metric] for r in rounds[name])
             row[f"{name}_syncs"] = rounds[name][0][key]["syncs"]
             row[f"{name}_syncs_batch_size"] = rounds[name][0][key]["syncs_batch_size"]
+        if "peak_mib" in rounds["after"][0][key]:
+            row.update({f"{name}_peak_mib": rounds[name][0][key]["peak_mib"] for name in revisions})
         row["max_abs_output_difference"] = output_diff["/".join(key.split("/")[:2])]
         rows[key] = row
     result = {"machine": machine(), "baseline": baseline, "rounds": args.rounds,
@@ -193,6 +197,18 @@ def main():
             f"| {row['before_syncs']} / {row['before_syncs_batch_size']} "
             f"| {row['after_syncs']} / {row['after_syncs_batch_size']} "
             f"| {row['max_abs_output_difference']:.1e} |")
+    streamed = [(key, row) for key, row in rows.items() if "after_peak_mib" in row]
+    if streamed:
+        lines += ["", "Peak tensor memory of forward+backward when streaming (MiB; the profiler's "
+                  "allocation events): the previous revision checkpointed every block and, "
+                  "nested inside, every chunk; now only the chunks are checkpointed (each "
+                  "recomputed once), which keeps three [N, 128] tensors per block instead of one.",
+                  "", "| basis, N, chunk_size | before | after | ratio |", "|---|---|---|---|"]
+        for key, row in streamed:
+            kind, n, chunk = key.split("/")
+            lines.append(f"| {kind}, {int(n):,}, {int(chunk):,} | {row['before_peak_mib']:.0f} "
+                         f"| {row['after_peak_mib']:.0f} "
+                         f"| {row['after_peak_mib'] / row['before_peak_mib']:.2f} |")
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
