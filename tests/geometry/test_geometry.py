@@ -185,16 +185,27 @@ def test_messy_mesh_equals_its_clean_version():
 
 
 @pytest.mark.parametrize("method", ["cotan", "robust"])
-def test_nonmanifold_and_degenerate_meshes_are_finite(method):
+def test_nonmanifold_and_degenerate_meshes_give_a_valid_eigenbasis(method):
+    """Two fins on one edge (non-manifold) and a needle of 1e-9 width: the
+    eigenpairs are finite and mass-orthonormal, the surface stays one
+    component (one zero eigenvalue), the mass is its area with the fins, and
+    the needle changes no eigenvalue (the same mesh without it)."""
     pos, face = icosphere(2)
-    fin = np.array([[face[0, 0], face[1, 0], len(pos)], [face[0, 0], face[1, 0], len(pos) + 1]]).T
-    sliver = np.array([[0], [len(pos) + 2], [len(pos) + 3]])  # a needle of 1e-9 width
+    n = len(pos)
+    fin = np.array([[face[0, 0], face[1, 0], n], [face[0, 0], face[1, 0], n + 1]]).T
+    sliver = np.array([[0], [n + 2], [n + 3]])  # a needle of 1e-9 width
     pos = np.concatenate([pos, [[2.0, 0, 0], [0, 2.0, 0]],
                           pos[:1] + [[1e-9, 0, 0], [0.5, 0, 1e-9]]])
-    face = np.concatenate([face, fin, sliver], axis=1)
-    result = mesh_eigenbasis(pos, face, 10, method=method)
+    with_fins = np.concatenate([face, fin], axis=1)
+    result = mesh_eigenbasis(pos, np.concatenate([with_fins, sliver], axis=1), 10, method=method)
     assert np.all(np.isfinite(result.evals)) and np.all(np.isfinite(result.evecs))
     assert np.all(result.mass > 0)
+    gram = result.evecs.T @ (result.mass[:, None] * result.evecs)
+    assert np.abs(gram - np.eye(10)).max() < 1e-6
+    assert result.evals[0] < 1e-8 and result.evals[1] > 0.1, result.evals
+    np.testing.assert_allclose(result.mass.sum(), face_areas(pos, with_fins.T).sum(), rtol=1e-8)
+    without_needle = mesh_eigenbasis(pos[:n + 2], with_fins, 10, method=method)
+    np.testing.assert_allclose(result.evals, without_needle.evals, atol=1e-8)
 
 
 def test_face_areas_of_arrays_and_tensors():
