@@ -90,3 +90,20 @@ def icosphere(level):
 
     mesh = trimesh.creation.icosphere(subdivisions=level)
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64).T
+
+
+# ----------------------------------------------------------------- pictures
+def pixels(path):
+    """The RGB values ``[H, W, 3]`` in [0, 1] of a PNG (read with matplotlib)."""
+    from matplotlib.image import imread  # the 'viz' extra: tests that call this require it
+
+    return imread(str(path))[..., :3]
+
+
+def assert_picture(path, min_bytes=1000):
+    """``path`` is a PNG of at least ``min_bytes`` that is not blank: a
+    figure with nothing drawn is a flat colour (and still ~1.7 kB)."""
+    assert Path(path).stat().st_size > min_bytes, path
+    rgb = pixels(path)
+    assert rgb.std() > 0.05, (path, float(rgb.std()))
+    return rgb
