@@ -1,5 +1,6 @@
 """Small helpers shared by the test modules (imported like ``probes`` and
 ``reference``: ``tests/conftest.py`` puts this folder on ``sys.path``)."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ from tg_funcattn._optional import available, require
 
 #: the repository root (examples/, datasets/, benchmarks/, README.md)
 ROOT = Path(__file__).resolve().parent.parent
+#: the sample data in the repository: datasets/<name>/sample
+SAMPLES = ROOT / "datasets"
 
 #: the basis kinds of FunctionalAttention
 KINDS = ("learned", "laplacian", "laplacian_init")
@@ -40,6 +43,13 @@ def input_and_parameter_grads(out, x, module):
     parameters of ``module`` that it depends on."""
     grads = torch.autograd.grad(out.square().sum(), [x, *module.parameters()], allow_unused=True)
     return [g for g in grads if g is not None]
+
+
+def copy_sample(name, tmp_path, sub="data") -> Path:
+    """A writable copy of ``datasets/<name>/sample`` at ``tmp_path / sub``."""
+    target = tmp_path / sub
+    shutil.copytree(SAMPLES / name / "sample", target)
+    return target
 
 
 # ------------------------------------------------------------------ markers

@@ -2,7 +2,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tarfile
 import urllib.error
 import zipfile
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, requires
+from helpers import SAMPLES, copy_sample, requires
 
 import tg_funcattn.datasets._io as dio
 from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression, MeshRegression,
@@ -19,17 +18,10 @@ from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression, Me
 from tg_funcattn.datasets.shapenet import SHAPENET_CATEGORIES, SHAPENET_PARTS
 from tg_funcattn.transforms import transfer_to_vertices
 
-SAMPLES = ROOT / "datasets"
 SHAPENET_SAMPLE_CATEGORIES = ["Airplane", "Mug"]
 #: the RNA and mesh-regression datasets read their meshes with trimesh (ShapeNet and
 #: SyntheticParts need no optional package)
 needs_trimesh = requires("trimesh")
-
-
-def copy_sample(name, tmp_path, sub="data") -> Path:
-    target = tmp_path / sub
-    shutil.copytree(SAMPLES / name / "sample", target)
-    return target
 
 
 def no_network(monkeypatch):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, assert_picture, requires, skip_unless_rendering
+from helpers import ROOT, assert_picture, copy_sample, requires, skip_unless_rendering
 
 from tg_funcattn._optional import available
 from tg_funcattn.cli import build_parser, main, run_config
@@ -203,10 +203,7 @@ def test_regression_example_reports_every_resolution(tmp_path):
 
 
 def test_regression_on_user_mesh_data(tmp_path):
-    import shutil
-
-    root = tmp_path / "meshes"
-    shutil.copytree(ROOT / "datasets" / "mesh_regression" / "sample", root)
+    root = copy_sample("mesh_regression", tmp_path, "meshes")
     (root / "train.txt").write_text("sphere\n")
     (root / "test.txt").write_text("sphere\n")
     main(["train", "regression", "--dataset", "mesh", "--root", str(root), "--max-epochs", "2",
@@ -224,10 +221,7 @@ def test_laplacian_bases_train(tmp_path, basis):
 
 
 def test_rna_sample_trains_and_scores_vertices(tmp_path):
-    import shutil
-
-    root = tmp_path / "rna"
-    shutil.copytree(ROOT / "datasets" / "rna_surface_segmentation" / "sample", root)
+    root = copy_sample("rna_surface_segmentation", tmp_path, "rna")
     main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
           "--max-epochs", "2", "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
