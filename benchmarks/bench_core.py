@@ -117,6 +117,11 @@ def run_revision(path, sizes, kinds, chunk, save=""):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _range(row, metric):
+    low, high = row[f"{metric}_ratio_range"]
+    return f"({low:.2f}-{high:.2f})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="e6d02eb", help="git revision to compare against")
@@ -165,8 +170,13 @@ def main():
         for name in revisions:
             for metric in ("forward", "forward_backward"):
                 row[f"{name}_{metric}_ms"] = statistics.median(r[key][metric] for r in rounds[name])
+                row[f"{name}_{metric}_ms_rounds"] = [r[key][metric] for r in rounds[name]]
             row[f"{name}_syncs"] = rounds[name][0][key]["syncs"]
             row[f"{name}_syncs_batch_size"] = rounds[name][0][key]["syncs_batch_size"]
+        for metric in ("forward", "forward_backward"):  # after / before within each round
+            ratios = [a[key][metric] / b[key][metric]
+                      for a, b in zip(rounds["after"], rounds["before"])]
+            row[f"{metric}_ratio_range"] = [min(ratios), max(ratios)]
         if "peak_mib" in rounds["after"][0][key]:
             row.update({f"{name}_peak_mib": rounds[name][0][key]["peak_mib"] for name in revisions})
         row["max_abs_output_difference"] = output_diff["/".join(key.split("/")[:2])]
@@ -180,7 +190,8 @@ def main():
     lines = [f"# FuncAttnNet before ({baseline}) and after the core redesign", "",
              f"{result['machine']}; malloc {result['malloc']}; median of {args.rounds} alternating "
              "rounds, one process per revision and round.  4 blocks, width 128, 8 heads, 32 "
-             "bases, 8 graphs of random sizes.  Ratio = after / before (below 1: faster).  Host "
+             "bases, 8 graphs of random sizes.  Ratio = after / before of the medians (below 1: "
+             "faster), in brackets its range over the rounds (after / before within a round).  Host "
              "syncs: per forward pass, without / with `batch_size`.  Output difference: the "
              "largest absolute difference between the two revisions' outputs (same seed).", "",
              "| basis, N | forward ms before | after | ratio | fwd+bwd ms before | after | ratio "
@@ -191,9 +202,10 @@ def main():
         label = f"{kind}, {int(n):,}" + (f", chunk_size={int(chunk[0]):,}" if chunk else "")
         lines.append(
             f"| {label} | {row['before_forward_ms']:.1f} | {row['after_forward_ms']:.1f} "
-            f"| {row['after_forward_ms'] / row['before_forward_ms']:.2f} "
+            f"| {row['after_forward_ms'] / row['before_forward_ms']:.2f} {_range(row, 'forward')} "
             f"| {row['before_forward_backward_ms']:.1f} | {row['after_forward_backward_ms']:.1f} "
             f"| {row['after_forward_backward_ms'] / row['before_forward_backward_ms']:.2f} "
+            f"{_range(row, 'forward_backward')} "
             f"| {row['before_syncs']} / {row['before_syncs_batch_size']} "
             f"| {row['after_syncs']} / {row['after_syncs_batch_size']} "
             f"| {row['max_abs_output_difference']:.1e} |")
@@ -202,7 +214,8 @@ def main():
         lines += ["", "Peak tensor memory of forward+backward when streaming (MiB; the profiler's "
                   "allocation events): the previous revision checkpointed every block and, "
                   "nested inside, every chunk; now only the chunks are checkpointed (each "
-                  "recomputed once), which keeps three [N, 128] tensors per block instead of one.",
+                  "recomputed once in the backward pass; the blocks' inputs, normalised inputs "
+                  "and attention residuals stay).",
                   "", "| basis, N, chunk_size | before | after | ratio |", "|---|---|---|---|"]
         for key, row in streamed:
             kind, n, chunk = key.split("/")
