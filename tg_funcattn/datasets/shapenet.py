@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -66,6 +67,22 @@ class ShapeNetPart(FingerprintedDataset):
     ``category`` ``[1]`` (index into :data:`SHAPENET_CATEGORIES`, the same for
     any subset of categories) and ``shape_id`` (the file name).
 
+    The arguments come in the order of PyG's
+    :class:`torch_geometric.datasets.ShapeNet` (``root, categories,
+    include_normals, split, ...``), so a positional call written for PyG works.
+    A call in this class's former order (``root, categories, split,
+    include_normals``, told apart by the split being a string) still works,
+    with a ``FutureWarning``; pass ``split=`` by keyword.
+
+    Mapping to PyG's ``ShapeNet``: ``pos``, ``x``, ``y`` and the dataset's
+    :attr:`y_mask` (``[16, 50]`` boolean, the parts of each category; also
+    :attr:`part_mask`, from :func:`category_part_mask`) mean the same thing.
+    ``category`` differs for a subset of categories: PyG numbers the selected
+    categories from 0 (``categories="Mug"`` gives category 0, which in
+    ``y_mask`` is Airplane), this class keeps the global index (Mug is 11), so
+    ``y_mask[data.category]`` is the right part mask for any subset.
+    ``shape_id`` has no PyG counterpart.
+
     Raw layout (the official zip ``shapenetcore_partanno_segmentation_benchmark_v0_normal.zip``
     unpacked), looked for in ``root/raw``, ``root/shapenetcore_partanno_segmentation_benchmark_v0_normal``
     or ``root`` itself::
@@ -83,10 +100,10 @@ class ShapeNetPart(FingerprintedDataset):
         root (str): Dataset folder (``raw/`` and ``processed/`` below it).
         categories (str or list, optional): Category names (case
             insensitive); ``None`` for all 16. (default: ``None``)
-        split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
-            ``"trainval"``. (default: ``"trainval"``)
         include_normals (bool, optional): Keep the normals as ``x``.
             (default: ``True``)
+        split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
+            ``"trainval"``. (default: ``"trainval"``)
         transform, pre_transform, pre_filter: As in PyG.
         force_reload (bool, optional): Process again. (default: ``False``)
     """
@@ -100,9 +117,24 @@ class ShapeNetPart(FingerprintedDataset):
                "https://www.kaggle.com/datasets/mitkir/shapenet (Kaggle, needs a login)")
 
     def __init__(self, root: str, categories: Optional[Union[str, Sequence[str]]] = None,
-                 split: str = "trainval", include_normals: bool = True,
+                 include_normals: bool = True, split: str = "trainval",
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  pre_filter: Optional[Callable] = None, force_reload: bool = False):
+        if isinstance(include_normals, str):  # the former order (root, categories, split, ...)
+            warnings.warn(
+                f"ShapeNetPart(root, categories, {include_normals!r}, ...): the third positional "
+                "argument is now 'include_normals', as in PyG's ShapeNet(root, categories, "
+                "include_normals, split); it was 'split' (ShapeNetPart(root, categories, split, "
+                f"include_normals)). Read as split={include_normals!r}; pass "
+                f"split={include_normals!r} by keyword", FutureWarning, stacklevel=2)
+            if isinstance(split, str) and split != "trainval":
+                raise TypeError(f"ShapeNetPart got two splits, {include_normals!r} (third "
+                                f"positional argument) and split={split!r}")
+            include_normals, split = (True if isinstance(split, str) else split), include_normals
+        if not isinstance(include_normals, (bool, np.bool_)):
+            raise TypeError(f"'include_normals' must be a bool, got {include_normals!r} (the order "
+                            "is ShapeNetPart(root, categories, include_normals, split), as in PyG)")
+        include_normals = bool(include_normals)
         if split not in SPLITS:
             raise ValueError(f"'split' must be one of {SPLITS}, got {split!r}")
         self.categories = resolve_categories(categories)
@@ -114,6 +146,12 @@ class ShapeNetPart(FingerprintedDataset):
         if not include_normals:
             self._data.x = None
         self.part_mask = category_part_mask()
+
+    @property
+    def y_mask(self) -> torch.Tensor:
+        """PyG ``ShapeNet``'s name of :attr:`part_mask`: ``[16, 50]`` boolean,
+        row ``c`` the parts of category ``c`` (global index, as ``data.category``)."""
+        return self.part_mask
 
     # ------------------------------------------------------------------ layout
     @classmethod

@@ -65,7 +65,7 @@ class SyntheticParts(ShapeNetPart):
         self._generated = generated_raw_folder(
             root, self.settings, self._generate,
             manifest={**self.settings, "categories": {c: CATEGORY_PARTS[c] for c in CATEGORIES}})
-        super().__init__(root, [lookup[c.lower()] for c in categories], split, include_normals,
+        super().__init__(root, [lookup[c.lower()] for c in categories], include_normals, split,
                          transform, pre_transform, pre_filter, force_reload)
 
     def _find_raw(self, root: Path) -> Path:
