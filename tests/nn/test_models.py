@@ -258,3 +258,64 @@ def test_linear_head_and_residual_lift_compose_as_documented():
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, **kwargs)
+
+
+def test_a_local_module_instance_is_copied_per_block():
+    """``local=GCNConv(...)`` once gave every block the same conv (tied weights)."""
+    conv = GCNConv(16, 16)
+    net = FuncAttnNet(3, 16, 2, num_layers=3, heads=2, num_bases=4, local=conv)
+    convs = [block.local for block in net.blocks]
+    assert all(c is not conv for c in convs) and len({id(c) for c in convs}) == 3
+    weights = {c.lin.weight.data_ptr() for c in convs}
+    assert len(weights) == 3
+    assert not torch.equal(convs[0].lin.weight, convs[1].lin.weight)  # re-initialised each
+    assert sum(p.numel() for c in convs for p in c.parameters()) == \
+        3 * sum(p.numel() for p in conv.parameters())
+
+
+def test_edge_attr_and_edge_index_reach_the_local_conv():
+    """Extra keyword arguments go to the local conv: GINEConv needs ``edge_attr``."""
+    from torch_geometric.nn import GINEConv
+
+    def gine(channels):
+        return GINEConv(torch.nn.Sequential(torch.nn.Linear(channels, channels), torch.nn.ReLU()),
+                        edge_dim=4)
+
+    net = FuncAttnNet(3, 16, 2, num_layers=1, heads=2, num_bases=4, local=gine).double()
+    x, pos = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
+    batch = batch_vector([5, 7])
+    edge_index = torch.tensor([[0, 1, 2, 3, 5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]])
+    edge_attr = torch.randn(10, 4, dtype=torch.float64)
+    out = net(x, pos, batch, edge_index=edge_index, edge_attr=edge_attr)
+    changed = net(x, pos, batch, edge_index=edge_index, edge_attr=2 * edge_attr)
+    assert not torch.allclose(out, changed)  # edge_attr is used
+    # the edges are the given ones, not the kNN graph of pos: with one block, nodes without
+    # an incoming edge (0 and 5) do not depend on edge_attr
+    torch.testing.assert_close(out[[0, 5]], changed[[0, 5]])
+    block = FuncAttnBlock(16, 2, 4, local=gine(16)).double()
+    h = torch.randn(12, 16, dtype=torch.float64)
+    assert not torch.allclose(block(h, None, batch, edge_index=edge_index, edge_attr=edge_attr),
+                              block(h, None, batch, edge_index=edge_index, edge_attr=-edge_attr))
+    with pytest.raises(ValueError, match=r"\['edge_attr'\] go to the local branch, but the model has none"):
+        FuncAttnNet(3, 16, 2, num_layers=1, heads=2, num_bases=4)(x, pos, batch, edge_attr=edge_attr)
+
+
+def test_mass_and_basis_pass_through_pyg_sequential():
+    """``torch_geometric.nn.Sequential`` passes arguments by position."""
+    from torch_geometric.nn import Sequential
+
+    from tg_funcattn.nn import FunctionalAttention
+
+    layer = FunctionalAttention(16, 2, 4, basis_type="laplacian").double()
+    block = FuncAttnBlock(16, 2, 4, basis_type="laplacian").double()
+    model = Sequential("x, batch, mass, basis", [(layer, "x, batch, mass, basis -> x")])
+    x = torch.randn(20, 16, dtype=torch.float64)
+    batch = batch_vector([8, 12])
+    mass = torch.rand(20, dtype=torch.float64) + 0.1
+    basis = torch.randn(20, 4, dtype=torch.float64)
+    torch.testing.assert_close(model(x, batch, mass, basis), layer(x, batch, mass=mass, basis=basis))
+    assert not torch.allclose(model(x, batch, mass, basis), layer(x, batch, basis=basis))
+    pos = torch.randn(20, 3, dtype=torch.float64)
+    blocks = Sequential("x, pos, batch, mass, basis", [(block, "x, pos, batch, mass, basis -> x")])
+    torch.testing.assert_close(blocks(x, pos, batch, mass, basis),
+                               block(x, pos, batch, mass=mass, basis=basis))

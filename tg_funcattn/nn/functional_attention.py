@@ -220,11 +220,14 @@ class FunctionalAttention(torch.nn.Module):
         basis (no more orthonormal functions than nodes), else 1."""
         return self.num_bases if self.basis_module.min_nodes_is_num_bases else 1
 
-    def forward(self, x: Tensor, batch: Optional[Tensor] = None, *, mass: Optional[Tensor] = None,
-                basis: Optional[Tensor] = None, batch_size: Optional[int] = None,
+    def forward(self, x: Tensor, batch: Optional[Tensor] = None, mass: Optional[Tensor] = None,
+                basis: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
                 return_maps: bool = False,
                 chunk_size: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
         r"""Validates the inputs and runs the layer (:meth:`forward_validated`).
+
+        ``x, batch, mass, basis`` may be passed by position, e.g. by
+        :class:`torch_geometric.nn.Sequential` (``"x, batch, mass -> x"``).
 
         Args:
             x (torch.Tensor): Node features ``[N, channels]``.

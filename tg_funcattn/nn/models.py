@@ -1,6 +1,7 @@
 r"""The transformer block and network built on :class:`FunctionalAttention`."""
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Callable, Optional, Union
 
@@ -79,7 +80,7 @@ def _make_local(local: Union[str, Module, Callable[[int], Module]], channels: in
     if local == "edgeconv":
         return EdgeConv(MLP(2 * channels, channels, channels), aggr="max")
     if isinstance(local, Module):
-        return local
+        return local  # a network gives each block its own copy (FuncAttnNet)
     if callable(local):
         module = local(channels)
         if not isinstance(module, Module):
@@ -114,8 +115,11 @@ class FuncAttnBlock(Module):
         local (str or torch.nn.Module or callable, optional): The local branch:
             ``"point_transformer"`` (:class:`~torch_geometric.nn.conv.PointTransformerConv`),
             ``"edgeconv"`` (:class:`~torch_geometric.nn.conv.EdgeConv` with an
-            MLP), any PyG conv module called as ``conv(x, edge_index)`` or
-            ``conv(x, pos, edge_index)``, or a factory ``channels -> module``;
+            MLP), any PyG conv module called as ``conv(x, edge_index, **kwargs)``
+            or ``conv(x, pos, edge_index, **kwargs)`` (``kwargs``: the extra
+            keyword arguments of :meth:`forward`, e.g. ``edge_attr`` for
+            :class:`~torch_geometric.nn.conv.GINEConv`), or a factory
+            ``channels -> module``;
             ``None`` for no local branch. (default: :obj:`None`)
         num_neighbors (int, optional): Neighbours of the kNN graph when
             ``edge_index`` is not passed to :meth:`forward` (formerly ``k``).
@@ -158,15 +162,19 @@ class FuncAttnBlock(Module):
         self.norm2.reset_parameters()
         self.mlp.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None, *,
+    def forward(self, x: Tensor, pos: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
-                edge_index: Optional[Tensor] = None, batch_size: Optional[int] = None,
-                return_maps: bool = False, chunk_size: Optional[int] = None):
+                edge_index: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
+                return_maps: bool = False, chunk_size: Optional[int] = None, **local_kwargs):
         """Validates the inputs and runs the block (:meth:`forward_validated`);
-        ``pos`` or ``edge_index`` is needed only with a local branch.  With
+        ``pos`` or ``edge_index`` is needed only with a local branch, and
+        further keyword arguments (e.g. ``edge_attr``) go to the local conv.
+        ``x, pos, batch, mass, basis, edge_index`` may be passed by position
+        (e.g. by :class:`torch_geometric.nn.Sequential`).  With
         ``return_maps=True`` also returns the attention's bases and
         functional maps; ``chunk_size`` streams over chunks of nodes (see
         :class:`FunctionalAttention`)."""
+        _check_local_kwargs(self.local, local_kwargs, edge_index)
         checks = ValueChecks()
         self.attn._check_x(x, checks)
         if self.local is not None and (edge_index is None or self._local_takes_pos):
@@ -181,25 +189,25 @@ class FuncAttnBlock(Module):
             edge_index = knn_edges(pos, self.num_neighbors, layout)
         out = self.forward_validated(x, layout, pos=pos, edge_index=edge_index,
                                      return_maps=return_maps,
-                                     stream=streaming(chunk_size, x.shape[0]))
+                                     stream=streaming(chunk_size, x.shape[0]), **local_kwargs)
         layout.deferred.run()
         return out
 
     def forward_validated(self, x: Tensor, layout: GraphLayout, *, pos: Optional[Tensor] = None,
                           edge_index: Optional[Tensor] = None, return_maps: bool = False,
-                          stream: Streaming = ONE_PASS):
+                          stream: Streaming = ONE_PASS, **local_kwargs):
         """The block on validated inputs (see
         :meth:`FunctionalAttention.forward_validated`); ``edge_index`` is
-        required with a local branch."""
+        required with a local branch, ``local_kwargs`` go to its conv."""
         h = stream.rowwise(self.norm1, x)
         attn = self.attn.forward_validated(h, layout, return_maps=return_maps, stream=stream)
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
         out = x + attn
         if self.local is not None:
             if self._local_takes_pos:
-                out = out + self.local(h, pos, edge_index)
+                out = out + self.local(h, pos, edge_index, **local_kwargs)
             else:
-                out = out + self.local(h, edge_index)
+                out = out + self.local(h, edge_index, **local_kwargs)
         out = out + stream.rowwise(lambda t: self.mlp(self.norm2(t)), out)
         return (out, *maps) if return_maps else out
 
@@ -247,7 +255,9 @@ class FuncAttnNet(Module):
         num_categories (int, optional): Number of graph categories for
             conditioning; ``None`` for none. (default: :obj:`None`)
         local (str or torch.nn.Module or callable, optional): Local branch of
-            every block (see :class:`FuncAttnBlock`). (default: :obj:`None`)
+            every block (see :class:`FuncAttnBlock`); a module instance is
+            copied, so that every block has its own weights (re-initialised
+            by :meth:`reset_parameters`). (default: :obj:`None`)
         num_neighbors (int, optional): Neighbours of the kNN graph of the
             local branch, built once per forward pass and shared by the
             blocks (formerly ``k``). (default: :obj:`16`)
@@ -307,8 +317,10 @@ class FuncAttnNet(Module):
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
         self.category_emb = None if num_categories is None else \
             torch.nn.Embedding(num_categories, hidden_channels)
+        # a module instance is copied: every block gets its own weights (reset below)
         self.blocks = torch.nn.ModuleList([
-            FuncAttnBlock(hidden_channels, heads, num_bases, basis_type, mlp_ratio, dropout, local,
+            FuncAttnBlock(hidden_channels, heads, num_bases, basis_type, mlp_ratio, dropout,
+                          copy.deepcopy(local) if isinstance(local, Module) else local,
                           num_neighbors, **kwargs) for _ in range(num_layers)])
         if head == "mlp":
             self.norm = LayerNorm(hidden_channels)
@@ -344,10 +356,11 @@ class FuncAttnNet(Module):
         if self.init == "trunc_normal":
             _trunc_normal_linears([self.lift, *self.blocks])
 
-    def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None, *,
-                mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
-                category: Optional[Tensor] = None, batch_size: Optional[int] = None,
-                return_maps: bool = False, chunk_size: Optional[int] = None):
+    def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None,
+                mass: Optional[Tensor] = None, basis: Optional[Tensor] = None, *,
+                category: Optional[Tensor] = None, edge_index: Optional[Tensor] = None,
+                batch_size: Optional[int] = None, return_maps: bool = False,
+                chunk_size: Optional[int] = None, **local_kwargs):
         """Runs the network (see the class docstring for shapes).  With
         ``return_maps=True`` also returns, per block, the pair (bases
         ``[N, heads, k]``, functional maps ``[B, heads, k, k]``).
@@ -358,7 +371,12 @@ class FuncAttnNet(Module):
         every chunk of every layer is checkpointed (recomputed once in the
         backward pass; nothing else is), so that training keeps three
         ``[N, hidden_channels]`` tensors per block (its input, the
-        normalised input and the attention residual)."""
+        normalised input and the attention residual).  With a local branch,
+        ``edge_index`` replaces the kNN graph of ``pos`` (e.g. the mesh
+        edges) and further keyword arguments (e.g. ``edge_attr``) go to every
+        block's local conv."""
+        local = self.blocks[0].local
+        _check_local_kwargs(local, local_kwargs, edge_index)
         checks = ValueChecks()
         inputs = []
         if self.in_channels > 0:
@@ -372,8 +390,8 @@ class FuncAttnNet(Module):
         elif x is not None and x.numel() > 0:
             raise ValueError("'x' was given but the model was built with in_channels=0; "
                              "set in_channels to its width")
-        local = self.blocks[0].local is not None
-        if self.pos_channels > 0 or local:
+        takes_pos = self.blocks[0]._local_takes_pos
+        if self.pos_channels > 0 or (local is not None and (edge_index is None or takes_pos)):
             if pos is None:
                 raise ValueError("'pos' is required (for the lift or the local branch)")
             check_tensor(pos, "pos", ndim=2, floating=True)
@@ -405,11 +423,12 @@ class FuncAttnNet(Module):
         if self.category_emb is not None:
             emb = self.category_emb(category)
             h = h + (emb.expand(h.shape[0], -1) if layout.batch is None else emb[layout.batch])
-        edge_index = knn_edges(pos, self.num_neighbors, layout) if local else None
+        if local is not None and edge_index is None:
+            edge_index = knn_edges(pos, self.num_neighbors, layout)
         maps = []
         for block in self.blocks:
             h = block.forward_validated(h, layout, pos=pos, edge_index=edge_index,
-                                        return_maps=return_maps, stream=stream)
+                                        return_maps=return_maps, stream=stream, **local_kwargs)
             if return_maps:
                 h, bases, fmap = h
                 maps.append((bases, fmap))
@@ -442,6 +461,14 @@ def _trunc_normal_linears(modules) -> None:
                 torch.nn.init.trunc_normal_(sub.weight, std=TRUNC_NORMAL_STD)
                 if sub.bias is not None:
                     torch.nn.init.zeros_(sub.bias)
+
+
+def _check_local_kwargs(local: Optional[Module], local_kwargs: dict,
+                        edge_index: Optional[Tensor]) -> None:
+    if local is None and (local_kwargs or edge_index is not None):
+        given = sorted(local_kwargs) + (["edge_index"] if edge_index is not None else [])
+        raise ValueError(f"{given} go to the local branch, but the model has none "
+                         "(build it with local=...)")
 
 
 def knn_edges(pos: Tensor, num_neighbors: int, layout: GraphLayout) -> Tensor:
