@@ -1,0 +1,243 @@
+"""FuncAttnGPSConv: the GPS layer with functional attention, in the model of
+PyG's GPS example (examples/graph_gps.py: ZINC with GINEConv), on generated
+molecule-like graphs."""
+import pytest
+import torch
+from torch.nn import BatchNorm1d, Embedding, Linear, ModuleList, ReLU, Sequential
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import GINEConv, GPSConv, global_add_pool
+from torch_geometric.transforms import AddRandomWalkPE
+
+from tg_funcattn.nn import FuncAttnGPSConv, FunctionalAttention
+
+WALK, NODE_TYPES, EDGE_TYPES = 8, 28, 4
+
+
+class GPS(torch.nn.Module):
+    """PyG's GPS example model at small sizes; ``gps_cls`` is the one class
+    that is swapped."""
+
+    def __init__(self, channels, pe_dim, num_layers, attn_type, attn_kwargs, gps_cls):
+        super().__init__()
+        self.node_emb = Embedding(NODE_TYPES, channels - pe_dim)
+        self.pe_lin = Linear(WALK, pe_dim)
+        self.pe_norm = BatchNorm1d(WALK)
+        self.edge_emb = Embedding(EDGE_TYPES, channels)
+        self.convs = ModuleList()
+        for _ in range(num_layers):
+            nn = Sequential(Linear(channels, channels), ReLU(), Linear(channels, channels))
+            self.convs.append(gps_cls(channels, GINEConv(nn), heads=4, attn_type=attn_type,
+                                      attn_kwargs=attn_kwargs))
+        self.mlp = Sequential(Linear(channels, channels // 2), ReLU(),
+                              Linear(channels // 2, channels // 4), ReLU(),
+                              Linear(channels // 4, 1))
+
+    def forward(self, x, pe, edge_index, edge_attr, batch):
+        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch, edge_attr=edge_attr)
+        return self.mlp(global_add_pool(x, batch))
+
+
+def functional_gps(num_bases=8, **kwargs):
+    return GPS(32, 4, 3, "functional", dict(num_bases=num_bases, **kwargs), FuncAttnGPSConv)
+
+
+def molecule(gen, num_nodes):
+    """A random tree with two ring closures, integer atom and bond types, both
+    edge directions, and a random-walk positional encoding."""
+    parents = [int(torch.randint(0, i, (1,), generator=gen)) for i in range(1, num_nodes)]
+    pairs = [(p, i) for i, p in enumerate(parents, start=1)]
+    pairs += [(0, num_nodes - 1), (1, num_nodes // 2)]
+    src, dst = torch.tensor(pairs).t()
+    bond = torch.randint(0, EDGE_TYPES, (len(pairs),), generator=gen)
+    data = Data(x=torch.randint(0, NODE_TYPES, (num_nodes, 1), generator=gen),
+                edge_index=torch.stack([torch.cat([src, dst]), torch.cat([dst, src])]),
+                edge_attr=torch.cat([bond, bond]), y=torch.randn(1, generator=gen),
+                num_nodes=num_nodes)
+    return AddRandomWalkPE(walk_length=WALK, attr_name="pe")(data)
+
+
+def molecules(count=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [molecule(gen, int(torch.randint(9, 30, (1,), generator=gen))) for _ in range(count)]
+
+
+def run(model, data, **kw):
+    return model(data.x, data.pe, data.edge_index, data.edge_attr, data.batch, **kw)
+
+
+def attention_parameters(model):
+    return [(name, p) for name, p in model.named_parameters() if ".attn." in name]
+
+
+def test_trains_and_every_attention_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = functional_gps()
+    data = Batch.from_data_list(molecules(16))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        opt.zero_grad()
+        loss = (run(model, data).squeeze(-1) - data.y).abs().mean()
+        loss.backward()
+        if step == 0:
+            params = attention_parameters(model)
+            assert len(params) == 3 * len(list(model.convs[0].attn.parameters()))
+            for name, p in params:
+                assert p.grad is not None, name
+                assert p.grad.abs().sum() > 0, name
+        losses.append(loss.item())
+        opt.step()
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_batched_equals_each_graph_alone():
+    torch.manual_seed(0)
+    model = functional_gps().double()
+    graphs = molecules(6)
+    for g in graphs:
+        g.pe = g.pe.double()
+    model.train()
+    run(model, Batch.from_data_list(graphs))  # non-trivial BatchNorm running statistics
+    model.eval()  # BatchNorm then uses running statistics: per node, no cross-graph mixing
+    batch = Batch.from_data_list(graphs)
+    together = run(model, batch)
+    for i, g in enumerate(graphs):
+        alone = run(model, Batch.from_data_list([g]))
+        torch.testing.assert_close(together[i], alone[0], rtol=1e-9, atol=1e-9)
+    # with batch_size given (no host synchronisation in the attention): the same
+    x = torch.cat((model.node_emb(batch.x.squeeze(-1)), model.pe_lin(model.pe_norm(batch.pe))), 1)
+    edge_attr = model.edge_emb(batch.edge_attr)
+    conv = model.convs[0]
+    torch.testing.assert_close(
+        conv(x, batch.edge_index, batch.batch, batch_size=len(graphs), edge_attr=edge_attr),
+        conv(x, batch.edge_index, batch.batch, edge_attr=edge_attr))
+
+
+def test_edge_attr_reaches_the_local_conv():
+    torch.manual_seed(0)
+    model = functional_gps().eval()
+    data = Batch.from_data_list(molecules(4))
+    out = run(model, data)
+    changed = data.clone()
+    changed.edge_attr = (data.edge_attr + 1) % EDGE_TYPES
+    assert not torch.allclose(run(model, changed), out)
+    # GINEConv cannot run without it (edge_attr None): the keyword is what reached it
+    conv = model.convs[0]
+    x = torch.randn(data.num_nodes, 32)
+    with pytest.raises(AttributeError):
+        conv(x, data.edge_index, data.batch)
+
+
+def test_reset_parameters_restores_the_initial_state():
+    def layer():
+        nn = Sequential(Linear(32, 32), ReLU(), Linear(32, 32))
+        return FuncAttnGPSConv(32, GINEConv(nn, edge_dim=8), heads=4,
+                               attn_kwargs=dict(num_bases=8))
+
+    torch.manual_seed(0)
+    trained, fresh = layer(), layer()
+    data = Batch.from_data_list(molecules(4))
+    x = torch.randn(data.num_nodes, 32)
+    edge_attr = torch.randn(data.edge_index.shape[1], 8)
+    opt = torch.optim.Adam(trained.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        trained(x, data.edge_index, data.batch, edge_attr=edge_attr).square().mean().backward()
+        opt.step()
+    for module in (trained, fresh):
+        torch.manual_seed(1)
+        module.reset_parameters()
+    # every parameter and BatchNorm statistic is reset, none keeps its trained value
+    fresh_state = fresh.state_dict()
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(value, fresh_state[name], msg=name)
+    torch.testing.assert_close(trained(x, data.edge_index, data.batch, edge_attr=edge_attr),
+                               fresh(x, data.edge_index, data.batch, edge_attr=edge_attr))
+
+
+def test_equals_gpsconv_when_both_attentions_output_zero():
+    """An independent reference for everything but the attention: PyG's GPSConv
+    with the same conv, MLP and norms, both attentions' output projections
+    zeroed (so each global branch is x itself)."""
+    torch.manual_seed(0)
+    data = Batch.from_data_list(molecules(4))
+    x = torch.randn(data.num_nodes, 32)
+    edge_attr = torch.randn(data.edge_index.shape[1], 8)
+
+    def conv():
+        return GINEConv(Sequential(Linear(32, 32), ReLU(), Linear(32, 32)), edge_dim=8)
+
+    ours = FuncAttnGPSConv(32, conv(), heads=4, attn_kwargs=dict(num_bases=8))
+    pyg = GPSConv(32, conv(), heads=4)
+    shared = {k: v for k, v in ours.state_dict().items() if not k.startswith("attn.")}
+    missing, unexpected = pyg.load_state_dict(shared, strict=False)
+    assert all(k.startswith("attn.") for k in missing) and not unexpected
+    out_before = ours(x, data.edge_index, data.batch, edge_attr=edge_attr)
+    with torch.no_grad():
+        for lin in (ours.attn.lin_out, pyg.attn.out_proj):
+            lin.weight.zero_()
+            lin.bias.zero_()
+    out = ours(x, data.edge_index, data.batch, edge_attr=edge_attr)
+    torch.testing.assert_close(out, pyg(x, data.edge_index, data.batch, edge_attr=edge_attr))
+    # and our attention is applied: zeroing its output changed the result
+    assert not torch.allclose(out, out_before)
+
+
+def test_plain_gpsconv_with_functional_attention_assigned_skips_it():
+    """Why the layer exists: GPSConv dispatches on the type of ``attn``."""
+    torch.manual_seed(0)
+    data = Batch.from_data_list(molecules(4))
+    x = torch.randn(data.num_nodes, 32)
+    edge_attr = torch.randn(data.edge_index.shape[1], 8)
+    gps = GPSConv(32, GINEConv(Sequential(Linear(32, 32), ReLU(), Linear(32, 32)), edge_dim=8),
+                  heads=4)
+    gps.attn = FunctionalAttention(32, heads=4, num_bases=8)
+    gps(x, data.edge_index, data.batch, edge_attr=edge_attr).square().sum().backward()
+    assert all(p.grad is None for p in gps.attn.parameters())
+    with pytest.raises(AttributeError):
+        gps.reset_parameters()
+
+
+def test_gps_example_model_swaps_one_class():
+    """The same model code runs with PyG's GPSConv and with FuncAttnGPSConv."""
+    torch.manual_seed(0)
+    data = Batch.from_data_list(molecules(4))
+    pyg = GPS(32, 4, 2, "multihead", {"dropout": 0.5}, GPSConv)
+    ours = GPS(32, 4, 2, "functional", {"dropout": 0.5}, FuncAttnGPSConv)
+    assert run(pyg, data).shape == run(ours, data).shape == (4, 1)
+    assert ours.convs[0].attn.dropout == 0.5
+
+
+def test_laplacian_basis_and_mass_reach_the_attention():
+    torch.manual_seed(0)
+    data = Batch.from_data_list(molecules(3))
+    layer = FuncAttnGPSConv(32, None, heads=4, norm=None,
+                            attn_kwargs=dict(num_bases=4, basis_type="laplacian"))
+    x = torch.randn(data.num_nodes, 32)
+    basis = torch.randn(data.num_nodes, 6)
+    out = layer(x, data.edge_index, data.batch, basis=basis, batch_size=3)
+    expected = x + layer.attn(x, data.batch, basis=basis)
+    torch.testing.assert_close(out - layer.mlp(expected), expected)
+    mass = torch.rand(data.num_nodes) + 0.5
+    assert not torch.allclose(layer(x, data.edge_index, data.batch, basis=basis, mass=mass), out)
+
+
+def test_bad_input_names_the_argument():
+    conv = GINEConv(Sequential(Linear(32, 32)))
+    with pytest.raises(ValueError, match="attn_type"):
+        FuncAttnGPSConv(32, conv, attn_type="multihead")
+    with pytest.raises(ValueError, match="attn_kwargs"):
+        FuncAttnGPSConv(32, conv, attn_kwargs={"heads": 2})
+    with pytest.raises(ValueError, match="dropout"):
+        FuncAttnGPSConv(32, conv, dropout=1.5)
+    with pytest.raises(TypeError, match="num_base"):
+        FuncAttnGPSConv(32, conv, attn_kwargs={"num_base": 2})
+    layer = FuncAttnGPSConv(32, None, heads=4)
+    with pytest.raises(ValueError, match="'x'"):
+        layer(torch.randn(5, 16), torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="basis"):
+        layer(torch.randn(5, 32), torch.zeros(2, 0, dtype=torch.long), basis=torch.randn(5, 8))
+    assert "FuncAttnGPSConv(32" in repr(layer) and "num_bases=32" in repr(layer)
