@@ -107,3 +107,13 @@ def test_state_dicts_with_the_old_parameter_names_load(kind):
     basis = None if kind == "learned" else torch.randn(30, 4)
     torch.testing.assert_close(target(None, pos, batch, basis=basis),
                                source(None, pos, batch, basis=basis))
+
+
+def test_an_eigenbasis_of_other_points_names_the_likely_cause():
+    """Eigenvectors computed before the points were resampled have the wrong row count."""
+    layer = FunctionalAttention(16, 2, 4, basis_type="laplacian")
+    with pytest.raises(ValueError, match=r"got \(642, 6\); one row per node: were the points "
+                                         r"resampled after the eigenbasis was computed\?"):
+        layer(torch.randn(500, 16), basis=torch.randn(642, 6))
+    with pytest.raises(ValueError, match=r"got \(500, 3\)$"):
+        layer(torch.randn(500, 16), basis=torch.randn(500, 3))

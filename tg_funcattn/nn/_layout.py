@@ -97,8 +97,11 @@ def validate_layout(num_nodes: int, device: torch.device, batch: Optional[Tensor
     if basis is not None:
         check_tensor(basis, "basis", ndim=2, floating=True)
         if basis.shape[0] != num_nodes or basis.shape[1] < min_basis_width:
+            hint = ("; one row per node: were the points resampled after the eigenbasis was "
+                    "computed? (apply LaplacianEigenbasis after SamplePoints/FixedPoints)"
+                    if basis.shape[0] != num_nodes else "")
             raise ValueError(f"'basis' must have shape [N, >= num_bases] = [{num_nodes}, "
-                             f">= {min_basis_width}], got {tuple(basis.shape)}")
+                             f">= {min_basis_width}], got {tuple(basis.shape)}{hint}")
         if basis.device != device:
             raise ValueError(f"'basis' is on {basis.device} but the node features are on {device}")
         check_finite(basis, "basis", checks)
