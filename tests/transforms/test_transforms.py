@@ -6,11 +6,14 @@ import pytest
 import torch
 from helpers import icosphere, requires
 from torch_geometric.data import Batch, Data
-
 from tg_funcattn.geometry import eigen as eigen_module
 from tg_funcattn.geometry import face_areas
-from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh, RandomEigenvectorSignFlip,
-                                    SampleMeshPoints)
+from torch_geometric.transforms import (Compose, FaceToEdge, FixedPoints, NormalizeScale,
+                                        RandomScale, SamplePoints)
+
+from tg_funcattn.transforms import (CheckEigenbasis, LaplacianEigenbasis, NormalizeMesh,
+                                    RandomEigenvectorSignFlip, RandomRotation, SampleMeshPoints,
+                                    check_eigenbasis)
 
 pytestmark = requires("trimesh", "potpourri3d")
 
@@ -260,3 +263,94 @@ def test_random_rotation_is_uniform_and_rigid():
     assert torch.equal(data.y, y)
     with pytest.raises(ValueError, match="'data.pos' must be a \\[N, 3\\] tensor"):
         RandomRotation()(Data(pos=torch.randn(4, 2)))
+
+
+# ------------------------------------------------------------ transform order
+def test_resampling_after_the_eigenbasis_raises_and_names_the_order():
+    torch.manual_seed(0)
+    wrong = Compose([LaplacianEigenbasis(8), SamplePoints(500), CheckEigenbasis()])
+    with pytest.raises(ValueError, match=r"'data.evecs' has 642 rows but 'data.pos' has 500 points: "
+                                         r"the points were resampled after LaplacianEigenbasis.*"
+                                         r"Compose\(\[SamplePoints\(1024\), LaplacianEigenbasis"):
+        wrong(sphere_data(3))
+    # FixedPoints subsamples evecs and mass with the points: only the record shows it
+    subsampled = Compose([LaplacianEigenbasis(8), FixedPoints(100, replace=False)])(sphere_data(3))
+    assert subsampled.evecs.shape == (100, 8) and subsampled.mass.shape == (100,)
+    with pytest.raises(ValueError, match="computed for 642 points but there are 100: the points "
+                                         "were resampled after it .*FixedPoints"):
+        check_eigenbasis(subsampled)
+
+
+@requires("robust_laplacian")
+def test_resampling_before_the_eigenbasis_passes():
+    torch.manual_seed(0)
+    data = Compose([SamplePoints(500), LaplacianEigenbasis(8), CheckEigenbasis()])(sphere_data(3))
+    assert data.evecs.shape == (500, 8) and data.eigen_num_nodes.tolist() == [500]
+
+
+def test_sample_mesh_points_renews_the_record():
+    out = Compose([LaplacianEigenbasis(6), SampleMeshPoints(300, generator=torch.Generator().manual_seed(0)),
+                   CheckEigenbasis()])(sphere_data(2))
+    assert out.eigen_num_nodes.tolist() == [300] and out.eigen_extent.shape == (1, 3)
+    assert "eigen_num_nodes" not in SampleMeshPoints(30)(sphere_data(1))  # no eigenbasis, no record
+
+
+def test_rescaling_after_the_eigenbasis_raises_and_rigid_motions_pass():
+    data = LaplacianEigenbasis(8)(sphere_data(2, scale=3.0, shift=1.0))
+    np.testing.assert_allclose(data.eigen_extent.numpy(), np.full((1, 3), 3 / np.sqrt(3)), rtol=0.02)
+    for wrong in (NormalizeScale(), RandomScale((0.9, 0.9))):
+        with pytest.raises(ValueError, match=r"rescaled or deformed after LaplacianEigenbasis .*"
+                                             r"Compose\(\[NormalizeScale\(\), LaplacianEigenbasis"):
+            check_eigenbasis(wrong(data.clone()))
+    moved = RandomRotation(generator=torch.Generator().manual_seed(1))(data.clone())
+    moved.pos = moved.pos + torch.tensor([5.0, -2.0, 7.0])
+    check_eigenbasis(moved)
+    right = Compose([NormalizeScale(), LaplacianEigenbasis(8), RandomRotation(), CheckEigenbasis()])
+    assert right(sphere_data(2, scale=3.0, shift=1.0)).pos.norm(dim=1).max() == pytest.approx(1, rel=1e-5)
+
+
+def test_faces_converted_to_edges_before_the_eigenbasis_raise():
+    with pytest.raises(ValueError, match=r"'edge_index' but no 'face' \(e.g. FaceToEdge\(remove_faces"
+                                         r"=True\) ran before it\).*Put LaplacianEigenbasis before "
+                                         r"FaceToEdge.*ignore_edges=True"):
+        Compose([FaceToEdge(), LaplacianEigenbasis(4)])(sphere_data(2))
+    mesh = Compose([LaplacianEigenbasis(4), FaceToEdge()])(sphere_data(2))
+    kept = Compose([FaceToEdge(remove_faces=False), LaplacianEigenbasis(4)])(sphere_data(2))
+    assert "edge_index" in mesh and torch.equal(mesh.evecs, kept.evecs)
+
+
+@requires("robust_laplacian")
+def test_ignore_edges_computes_the_point_cloud_laplacian_on_purpose():
+    cloud = sphere_data(2)
+    del cloud.face
+    edges = FaceToEdge()(sphere_data(2))
+    assert torch.equal(LaplacianEigenbasis(4, ignore_edges=True)(edges).evecs,
+                       LaplacianEigenbasis(4)(cloud).evecs)
+
+
+def test_eigenbasis_record_batches_per_graph():
+    data = [LaplacianEigenbasis(4)(sphere_data(2)), LaplacianEigenbasis(4)(sphere_data(1, scale=2.0))]
+    batch = Batch.from_data_list(data)
+    assert batch.eigen_num_nodes.tolist() == [162, 42] and batch.eigen_extent.shape == (2, 3)
+    check_eigenbasis(batch)
+    assert check_eigenbasis(batch[1]) is None
+    batch.pos[162:] *= 1.5
+    with pytest.raises(ValueError, match="the points of graph 1 were rescaled"):
+        check_eigenbasis(batch)
+    shuffled = Batch.from_data_list(data)
+    shuffled.batch = torch.repeat_interleave(torch.arange(2), torch.tensor([42, 162]))
+    with pytest.raises(ValueError, match="computed for 162 points but there are 42 in graph 0"):
+        check_eigenbasis(shuffled)
+
+
+def test_check_eigenbasis_without_a_record_or_an_eigenbasis():
+    data = LaplacianEigenbasis(4)(sphere_data(1))
+    del data.eigen_num_nodes, data.eigen_extent
+    check_eigenbasis(data)  # an eigenbasis from elsewhere: the row counts fit
+    data.mass = data.mass[:40]
+    with pytest.raises(ValueError, match="'data.mass' has 40 rows but 'data.pos' has 42 points"):
+        check_eigenbasis(data, who="MyLayer")
+    with pytest.raises(ValueError, match="^MyLayer: the data has no eigenbasis"):
+        check_eigenbasis(sphere_data(1), who="MyLayer")
+    with pytest.raises(ValueError, match="'rtol' must be a non-negative number"):
+        CheckEigenbasis(rtol=-1)

@@ -5,6 +5,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
@@ -26,7 +27,22 @@ class LaplacianEigenbasis(BaseTransform):
     * ``data.mass`` ``[N]``: lumped vertex areas,
 
     all float32, ready for ``FunctionalAttention(basis_type="laplacian")`` as
-    ``layer(x, batch, mass=data.mass, basis=data.evecs)``.  Operators are
+    ``layer(x, batch, mass=data.mass, basis=data.evecs)``, and a record of the
+    geometry they describe, which :func:`check_eigenbasis` compares with the
+    data's later state:
+
+    * ``data.eigen_num_nodes`` ``[1]`` (int64): the number of points;
+    * ``data.eigen_extent`` ``[1, D]`` (float32): the principal radii of
+      ``pos`` (square roots of the eigenvalues of its covariance, descending),
+      unchanged by rotations and translations, changed by any rescaling.
+
+    Both batch to one row per graph.  Transforms that move points without
+    rescaling them (rotations, translations) may follow this one; transforms
+    that resample (``SamplePoints``, ``FixedPoints``) or rescale
+    (``NormalizeScale``, ``RandomScale``, :class:`NormalizeMesh`) must come
+    before it (:class:`SampleMeshPoints` after it carries the eigenbasis to
+    its samples and renews the record).  Append :class:`CheckEigenbasis` to
+    the ``Compose`` to have a wrong order raise.  Operators are
     computed in float64 by :func:`~tg_funcattn.geometry.mesh_eigenbasis`
     (messy meshes are cleaned first; see there).  The eigenvectors are
     deterministic (each signed so that its largest entry is positive), so the
@@ -49,10 +65,15 @@ class LaplacianEigenbasis(BaseTransform):
             :func:`~tg_funcattn.geometry.laplacian`). (default: :obj:`"cotan"`)
         mollify_factor (float, optional): Intrinsic mollification of the
             robust Laplacians. (default: :obj:`1e-5`)
+        ignore_edges (bool, optional): Data with ``edge_index`` but no
+            ``face`` (e.g. after ``FaceToEdge(remove_faces=True)``) is an error,
+            since only the point-cloud Laplacian of ``pos`` could be computed;
+            with :obj:`True` that Laplacian is computed, ignoring the edges.
+            (default: :obj:`False`)
     """
 
     def __init__(self, num_eigenpairs: Optional[int] = None, cache_dir=None, method: str = "cotan",
-                 mollify_factor: float = 1e-5, **deprecated):
+                 mollify_factor: float = 1e-5, ignore_edges: bool = False, **deprecated):
         num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "LaplacianEigenbasis",
                                  num_eigenpairs, None)
         if deprecated:
@@ -65,6 +86,7 @@ class LaplacianEigenbasis(BaseTransform):
         self.num_eigenpairs = num_eigenpairs
         self.method = method
         self.mollify_factor = mollify_factor
+        self.ignore_edges = ignore_edges
         self.cache = None if cache_dir is None else EigenbasisCache(cache_dir)
 
     @property
@@ -76,6 +98,14 @@ class LaplacianEigenbasis(BaseTransform):
             raise ValueError("LaplacianEigenbasis needs 'data.pos' (vertex positions [N, 3])")
         pos = data.pos.detach().cpu().numpy()
         face = data.face if "face" in data and data.face is not None else None
+        if face is None and data.get("edge_index") is not None and not self.ignore_edges:
+            raise ValueError(
+                "LaplacianEigenbasis: data has 'edge_index' but no 'face' (e.g. "
+                "FaceToEdge(remove_faces=True) ran before it), so only the point-cloud Laplacian "
+                "of 'pos' could be computed, ignoring the edges. Put LaplacianEigenbasis before "
+                "FaceToEdge, e.g. Compose([LaplacianEigenbasis(16), FaceToEdge()]), or keep the "
+                "faces with FaceToEdge(remove_faces=False); pass ignore_edges=True to compute the "
+                "point-cloud Laplacian on purpose")
         face = None if face is None else face.detach().cpu().numpy().astype(np.int64)
         result = key = None
         if self.cache is not None:
@@ -90,6 +120,7 @@ class LaplacianEigenbasis(BaseTransform):
         data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :K], dtype=np.float32))
         data.evals = torch.from_numpy(np.asarray(result.evals[:K], dtype=np.float32)).unsqueeze(0)
         data.mass = torch.from_numpy(np.asarray(result.mass, dtype=np.float32))
+        record_eigenbasis(data)
         return data
 
     def __repr__(self) -> str:
@@ -119,3 +150,124 @@ class RandomEigenvectorSignFlip(BaseTransform):
         signs = torch.randint(0, 2, (data.evecs.shape[1],), generator=self.generator) * 2 - 1
         data.evecs = data.evecs * signs.to(data.evecs)
         return data
+
+
+class CheckEigenbasis(BaseTransform):
+    r"""Raises a ``ValueError`` naming the fix when the eigenbasis of the data
+    no longer fits its points (see :func:`check_eigenbasis`); returns the data
+    unchanged otherwise.  Append it to a ``Compose`` that contains
+    :class:`LaplacianEigenbasis`::
+
+        Compose([NormalizeScale(), SamplePoints(1024), LaplacianEigenbasis(16), CheckEigenbasis()])
+
+    Args:
+        rtol (float, optional): Tolerated relative change of the principal
+            radii of ``pos``. (default: :obj:`1e-3`)
+    """
+
+    def __init__(self, rtol: float = 1e-3):
+        if not rtol >= 0:
+            raise ValueError(f"'rtol' must be a non-negative number, got {rtol!r}")
+        self.rtol = rtol
+
+    def forward(self, data: Data) -> Data:
+        check_eigenbasis(data, rtol=self.rtol, who="CheckEigenbasis")
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(rtol={self.rtol!r})"
+
+
+def principal_radii(pos: Tensor, batch: Optional[Tensor] = None, num_graphs: int = 1) -> Tensor:
+    """``[num_graphs, D]`` float32: per graph, the square roots of the
+    eigenvalues of the covariance of its points ``pos [N, D]`` (descending);
+    unchanged by rotations and translations, scaled by a rescaling."""
+    p = pos.detach().double()
+    batch = torch.zeros(len(p), dtype=torch.long, device=p.device) if batch is None else batch
+    counts = torch.bincount(batch, minlength=num_graphs).clamp_min(1).to(p)
+    mean = p.new_zeros(num_graphs, p.shape[1]).index_add_(0, batch, p) / counts[:, None]
+    c = p - mean[batch]
+    cov = p.new_zeros(num_graphs, p.shape[1], p.shape[1]).index_add_(
+        0, batch, c[:, :, None] * c[:, None, :]) / counts[:, None, None]
+    return torch.linalg.eigvalsh(cov).clamp_min(0).sqrt().flip(-1).float()
+
+
+def record_eigenbasis(data: Data) -> None:
+    """Stores ``data.eigen_num_nodes`` ``[1]`` and ``data.eigen_extent``
+    ``[1, D]``: the points that ``data.evecs`` and ``data.mass`` now describe
+    (called by :class:`LaplacianEigenbasis` and :class:`SampleMeshPoints`)."""
+    data.eigen_num_nodes = torch.tensor([data.pos.shape[0]])
+    data.eigen_extent = principal_radii(data.pos).cpu()
+
+
+def check_eigenbasis(data: Data, rtol: float = 1e-3, who: str = "check_eigenbasis") -> None:
+    r"""Raises a ``ValueError`` that names the transform order to use when the
+    eigenbasis of ``data`` (a ``Data`` or a ``Batch``) no longer describes
+    its points:
+
+    * ``data.evecs`` or ``data.mass`` has another number of rows than
+      ``data.pos``, or a graph has another number of points than
+      :class:`LaplacianEigenbasis` recorded (``data.eigen_num_nodes``): the
+      points were resampled after it (``SamplePoints``, ``FixedPoints``);
+    * the principal radii of a graph's points differ from the recorded ones
+      (``data.eigen_extent``) by more than ``rtol`` times the largest: the
+      points were rescaled or deformed after it (``NormalizeScale``,
+      ``RandomScale``), so ``mass`` and ``evals`` describe the old geometry.
+      Rotations and translations pass.
+
+    Data without the record (an eigenbasis from elsewhere, or a dataset
+    processed before the record existed) gets only the row-count checks.
+    ``who`` starts the message (e.g. the name of a layer that calls this).
+    """
+    if data.get("pos") is None:
+        raise ValueError(f"{who}: the data has no 'pos' to check the eigenbasis against")
+    if data.get("evecs") is None:
+        raise ValueError(f"{who}: the data has no eigenbasis ('evecs'); apply "
+                         "LaplacianEigenbasis first")
+    order = ("Put LaplacianEigenbasis after the resampling transform, e.g. "
+             "Compose([SamplePoints(1024), LaplacianEigenbasis(16)]), or sample a mesh with "
+             "tg_funcattn.transforms.SampleMeshPoints after it, which carries the eigenbasis and "
+             "the masses to the samples")
+    num_nodes = data.pos.shape[0]
+    for key in ("evecs", "mass"):
+        value = data.get(key)
+        if value is not None and value.shape[0] != num_nodes:
+            raise ValueError(f"{who}: 'data.{key}' has {value.shape[0]} rows but 'data.pos' has "
+                             f"{num_nodes} points: the points were resampled after "
+                             f"LaplacianEigenbasis (e.g. by SamplePoints or FixedPoints). {order}")
+    recorded_nodes, recorded_extent = data.get("eigen_num_nodes"), data.get("eigen_extent")
+    if recorded_nodes is None or recorded_extent is None:
+        return
+    batch = data.get("batch")
+    num_graphs = 1 if batch is None else data.num_graphs
+    if recorded_nodes.numel() != num_graphs or recorded_extent.shape[0] != num_graphs:
+        raise ValueError(f"{who}: 'data.eigen_num_nodes' and 'data.eigen_extent' must have one "
+                         f"row per graph ({num_graphs}), got {tuple(recorded_nodes.shape)} and "
+                         f"{tuple(recorded_extent.shape)}")
+    counts = (torch.tensor([num_nodes]) if batch is None
+              else torch.bincount(batch, minlength=num_graphs)).cpu()
+    recorded_nodes = recorded_nodes.view(-1).cpu()
+    changed = (counts != recorded_nodes).nonzero().view(-1)
+    if len(changed):
+        g = int(changed[0])
+        graph = "" if batch is None else f" in graph {g}"
+        raise ValueError(f"{who}: LaplacianEigenbasis was computed for {int(recorded_nodes[g])} "
+                         f"points but there are {int(counts[g])}{graph}: the points were resampled "
+                         f"after it (e.g. by SamplePoints or FixedPoints). {order}")
+    extent = principal_radii(data.pos, batch, num_graphs).cpu()
+    recorded_extent = recorded_extent.float().cpu()
+    if extent.shape != recorded_extent.shape:
+        raise ValueError(f"{who}: 'data.eigen_extent' has shape {tuple(recorded_extent.shape)} but "
+                         f"'data.pos' gives {tuple(extent.shape)}")
+    scale = recorded_extent.amax(1)
+    moved = ((extent - recorded_extent).abs().amax(1) > rtol * scale).nonzero().view(-1)
+    if len(moved):
+        g = int(moved[0])
+        graph = "" if batch is None else f" of graph {g}"
+        raise ValueError(
+            f"{who}: the points{graph} were rescaled or deformed after LaplacianEigenbasis "
+            f"computed 'mass' and 'evals' (principal radii {recorded_extent[g].tolist()} -> "
+            f"{extent[g].tolist()}, e.g. by NormalizeScale or RandomScale after it), so these "
+            "describe the old geometry. Put such transforms before LaplacianEigenbasis, e.g. "
+            "Compose([NormalizeScale(), LaplacianEigenbasis(16)]); rotations and translations "
+            "after it are fine")

@@ -9,8 +9,11 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from ..geometry.laplacian import face_areas
+from .eigenbasis import record_eigenbasis
 
 _SPECTRAL = ("evecs", "evals", "mass")
+#: what LaplacianEigenbasis recorded about the points (renewed after sampling)
+_RECORD = ("eigen_num_nodes", "eigen_extent")
 
 
 def _mesh(data: Data, who: str):
@@ -89,7 +92,9 @@ class SampleMeshPoints(BaseTransform):
     * An eigenbasis ``data.evecs`` (from :class:`LaplacianEigenbasis` on the
       mesh) is interpolated like any vertex attribute; with the new masses it
       is orthonormal up to the Monte-Carlo quadrature error (about
-      :math:`1/\sqrt{P}`), which ``basis_type="laplacian_init"`` re-orthonormalises.
+      :math:`1/\sqrt{P}`), which ``basis_type="laplacian_init"`` re-orthonormalises;
+      its record (``data.eigen_num_nodes``, ``data.eigen_extent``, see
+      :func:`check_eigenbasis`) is renewed for the samples.
     * ``data.face`` is removed.
     * With ``keep_mesh=True`` the original vertices stay as ``data.mesh_pos``
       and every vertex attribute ``key`` as ``data.mesh_<key>``, so that
@@ -140,7 +145,7 @@ class SampleMeshPoints(BaseTransform):
         nearest = corners.gather(0, bary.argmax(1).unsqueeze(0)).squeeze(0)
 
         vertex_keys = [key for key in data.keys()
-                       if key not in ("pos", "face", "mass") and key not in self.face_keys
+                       if key not in ("pos", "face", "mass", *_RECORD) and key not in self.face_keys
                        and isinstance(data[key], Tensor) and data[key].dim() > 0
                        and data[key].shape[0] == num_vertices]
         out = {}
@@ -164,6 +169,8 @@ class SampleMeshPoints(BaseTransform):
         data.mass = torch.full((P,), float(total) / P, dtype=pos.dtype)
         data.sample_face = chosen
         data.sample_bary = bary.to(pos.dtype)
+        if "evecs" in data:
+            record_eigenbasis(data)
         return data
 
     def __repr__(self) -> str:
