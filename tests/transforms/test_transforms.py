@@ -334,6 +334,7 @@ def test_eigenbasis_record_batches_per_graph():
     assert batch.eigen_num_nodes.tolist() == [162, 42] and batch.eigen_extent.shape == (2, 3)
     check_eigenbasis(batch)
     assert check_eigenbasis(batch[1]) is None
+    check_eigenbasis(Data(**batch.to_dict()))  # a Data with a batch vector counts as a batch
     batch.pos[162:] *= 1.5
     with pytest.raises(ValueError, match="the points of graph 1 were rescaled"):
         check_eigenbasis(batch)

@@ -6,7 +6,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform
 
 from .._deprecation import renamed
@@ -239,7 +239,8 @@ def check_eigenbasis(data: Data, rtol: float = 1e-3, who: str = "check_eigenbasi
     if recorded_nodes is None or recorded_extent is None:
         return
     batch = data.get("batch")
-    num_graphs = 1 if batch is None else data.num_graphs
+    num_graphs = (1 if batch is None else data.num_graphs if isinstance(data, Batch)
+                  else int(batch.max()) + 1)
     if recorded_nodes.numel() != num_graphs or recorded_extent.shape[0] != num_graphs:
         raise ValueError(f"{who}: 'data.eigen_num_nodes' and 'data.eigen_extent' must have one "
                          f"row per graph ({num_graphs}), got {tuple(recorded_nodes.shape)} and "
