@@ -10,7 +10,7 @@ from ..datasets import (NUM_SHAPENET_PARTS, SHAPENET_CATEGORIES, MeshOperatorReg
                         MeshRegression, RNASurfaceSegmentation, ShapeNetPart, SyntheticParts,
                         category_part_mask)
 from ..transforms import (LaplacianEigenbasis, NormalizeMesh, RandomEigenvectorSignFlip,
-                          RandomRotation)
+                          RandomRotation, check_eigenbasis)
 from .config import SEGMENTATION, DataConfig, RegressionDataConfig, SegmentationDataConfig
 
 
@@ -58,7 +58,7 @@ def segmentation_data(data: SegmentationDataConfig,
                 root, split, categories, pre_transform=pre_transform, transform=transform, **kwargs)
         else:
             make = lambda split, transform: ShapeNetPart(  # noqa: E731
-                root, categories, split, pre_transform=pre_transform, transform=transform)
+                root, categories, split=split, pre_transform=pre_transform, transform=transform)
         splits = make("train", train_transform), make("val", None), make("test", None)
         info = {"in_channels": 3, "num_classes": NUM_SHAPENET_PARTS,
                 "num_categories": len(SHAPENET_CATEGORIES),
@@ -112,8 +112,16 @@ def regression_data(data: RegressionDataConfig,
 
 
 def build_data(data: DataConfig, eigenpairs: Optional[int]):
-    """``(train, val, tests, info)`` with ``tests`` a dict of named test sets."""
+    """``(train, val, tests, info)`` with ``tests`` a dict of named test sets.
+    With eigenpairs, the first sample of every split is checked to still have
+    the points and geometry its eigenbasis was computed for
+    (:func:`~tg_funcattn.transforms.check_eigenbasis`)."""
     if data.kind == SEGMENTATION:
         train, val, test, info = segmentation_data(data, eigenpairs)
-        return train, val, {"test": test}, info
-    return regression_data(data, eigenpairs)
+        tests = {"test": test}
+    else:
+        train, val, tests, info = regression_data(data, eigenpairs)
+    if eigenpairs is not None:
+        for name, dataset in (("train", train), ("val", val), *tests.items()):
+            check_eigenbasis(dataset[0], who=f"the {name} split")
+    return train, val, tests, info
