@@ -236,6 +236,8 @@ def test_bad_input_names_the_argument():
     with pytest.raises(TypeError, match="num_base"):
         FuncAttnGPSConv(32, conv, attn_kwargs={"num_base": 2})
     layer = FuncAttnGPSConv(32, None, heads=4)
+    with pytest.raises(TypeError, match="edge_attr"):
+        layer(torch.randn(5, 32), torch.zeros(2, 0, dtype=torch.long), edge_attr=torch.ones(0, 4))
     with pytest.raises(ValueError, match="'x'"):
         layer(torch.randn(5, 16), torch.zeros(2, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="basis"):

@@ -169,6 +169,9 @@ class FuncAttnGPSConv(torch.nn.Module):
             **kwargs (optional): Further arguments of the local conv, e.g.
                 ``edge_attr``.
         """
+        if self.conv is None and kwargs:
+            raise TypeError(f"keyword arguments {sorted(kwargs)} go to the local conv, but this "
+                            "layer has none (conv=None)")
         hs = []
         if self.conv is not None:  # local message passing
             h = self.conv(x, edge_index, **kwargs)
