@@ -2,6 +2,7 @@ import io
 import json
 import logging
 import os
+import stat
 import tarfile
 import urllib.error
 import zipfile
@@ -490,3 +491,20 @@ def test_mesh_operator_regression_is_nested_and_deterministic(tmp_path):
     assert torch.isfinite(heat[0].y).all() and heat[0].y.max() < heat[0].x.max()  # diffusion smooths
     with pytest.raises(ValueError, match="'level' must be one of 'levels'"):
         MeshOperatorRegression(tmp_path, level=3, **kwargs)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_and_generated_folders_follow_the_umask(tmp_path, umask):
+    """tempfile makes private files (0600) and folders (0700) whatever the umask;
+    other users of a shared data folder could not read them."""
+    from tg_funcattn._io import atomic_write
+
+    previous = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "a.bin", lambda f: f.write(b"x"))
+        folder = dio.generated_raw_folder(tmp_path, {"n": umask},
+                                          lambda d: (d / "f.txt").write_text("y"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask

@@ -15,6 +15,8 @@ from typing import Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from .._io import umask_mode
+
 
 class DatasetFormatError(ValueError):
     """A raw dataset file does not have the expected format."""
@@ -135,6 +137,7 @@ def generated_raw_folder(root, settings: dict, generate: Callable[[Path], None],
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".generating-"))
     try:
+        os.chmod(staging, umask_mode(directory=True))  # readable as the umask allows
         generate(staging)
         (staging / "generator.json").write_text(
             json.dumps(settings if manifest is None else manifest, indent=1))
