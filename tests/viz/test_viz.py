@@ -5,6 +5,7 @@ import pytest
 from helpers import assert_picture, icosphere, pixels, requires, skip_unless_rendering
 
 from tg_funcattn import viz
+from tg_funcattn.viz.run_pictures import part_names
 
 pytestmark = requires("matplotlib")
 
@@ -39,15 +40,91 @@ def test_functional_map_and_curve_plots(tmp_path):
         viz.plot_training_curves(csv, tmp_path / "none.png")
 
 
-@requires("trimesh")
-def test_offscreen_rendering_writes_pngs(tmp_path):
+def test_part_legend_names_the_parts_present():
+    legend = viz.part_legend([37, 36, 37, 36], {36: "Mug handle", 48: "Table leg"})
+    assert [name for name, _ in legend] == ["Mug handle", "part 37"]  # only those present
+    np.testing.assert_array_equal(np.stack([c for _, c in legend]), viz.label_colors([36, 37]))
+    names = part_names("synthetic", 50)
+    assert len(names) == 50 and names[36] == "Mug handle" and names[0] == "Airplane body"
+    assert names[12] == "Chair part 12"  # a ShapeNet part the synthetic shapes do not name
+    assert part_names("shapenet", 50) == names
+    assert part_names("rna", 3) == {0: "class 0", 1: "class 1", 2: "class 2"}
+
+
+def test_curves_are_against_whole_epochs_with_train_and_validation(tmp_path):
+    """One epoch is a marked point on an axis from 0 to 1 epoch with integer
+    ticks (not a dot on a +-0.04 axis); train and validation share a panel."""
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("epoch,step,train_loss,val_loss,val_accuracy,train_accuracy,test_loss\n"
+                   "0,3,,1.5,0.4,,\n0,3,2.0,,,0.3,\n1,3,,,,,1.4\n")
+    fig = viz.training_curves_figure(csv)
+    try:
+        loss, accuracy = (ax for ax in fig.axes if ax.get_title())
+        assert (loss.get_title(), accuracy.get_title()) == ("loss", "accuracy")
+        for ax in (loss, accuracy):
+            assert [line.get_label() for line in ax.get_lines()] == ["train", "validation"]
+            assert [line.get_marker() for line in ax.get_lines()] == ["o", "o"]
+            low, high = ax.get_xlim()
+            assert low <= 0 and 1 <= high < 1.5
+            ticks = [t for t in ax.get_xticks() if low <= t <= high]
+            assert ticks == [0, 1]
+        assert list(loss.get_lines()[0].get_xdata()) == [1]  # after one epoch of training
+        assert list(loss.get_lines()[1].get_ydata()) == [1.5]
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+
+
+def test_functional_maps_have_a_symmetric_colour_scale():
+    import matplotlib.pyplot as plt
+
+    fmaps = np.random.default_rng(0).normal(size=(6, 8, 8))
+    fmaps[2, 0, 0] = -5.0  # the largest magnitude, negative
+    fig = viz.functional_maps_figure(fmaps, title="C")
+    try:
+        heads = [ax for ax in fig.axes if ax.get_title().startswith("head")]
+        assert len(heads) == 6 and all(ax.images[0].get_clim() == (-5.0, 5.0) for ax in heads)
+        bars = [ax for ax in fig.axes if ax.get_ylabel() == "C[i, j]"]
+        assert len(bars) == 1 and bars[0].get_ylim() == (-5.0, 5.0)
+        assert heads[0].images[0].get_cmap().name == "RdBu_r"
+    finally:
+        plt.close(fig)
+
+
+def test_segmentation_shows_views_errors_and_named_parts(tmp_path):
+    """Three views of prediction, ground truth and errors: the views differ,
+    the errors view has dark points only where the prediction is wrong, and
+    the legend names the parts present."""
+    import matplotlib.pyplot as plt
+
     skip_unless_rendering()
     rng = np.random.default_rng(0)
-    pos = rng.normal(size=(500, 3))
-    target = (pos[:, 0] > 0).astype(int)
-    path = viz.render_segmentation(pos, 1 - target, target, tmp_path / "seg.png", title="test")
-    image = assert_picture(path, min_bytes=5000)
-    assert image.shape[1] > 2 * image.shape[0] // 2
+    pos = rng.normal(size=(800, 3)) * [1.0, 0.5, 0.3]
+    target = np.where(pos[:, 0] > 0, 36, 37)
+    names = {36: "Mug handle", 37: "Mug body"}
+    for pred, dark in ((target, False), (np.where(pos[:, 1] > 0.3, 36, target), True)):
+        fig = viz.segmentation_figure(pos, pred, target, title="mug", part_names=names)
+        try:
+            panels = np.array(fig.axes[:9]).reshape(3, 3)
+            assert [ax.get_title().split(" (")[0] for ax in panels[0]] == [
+                "prediction", "ground truth", "errors"]
+            assert [ax.get_ylabel() for ax in panels[:, 0]] == ["view 0°", "view 120°", "view 240°"]
+            views = [np.asarray(ax.images[0].get_array(), float) for ax in panels[:, 1]]
+            assert np.abs(views[0] - views[1]).mean() > 1 and np.abs(views[1] - views[2]).mean() > 1
+            errors = np.asarray(panels[0, 2].images[0].get_array(), float)[..., :3]
+            assert ((errors.max(-1) < 40).sum() > 50) == dark
+            legend = [t.get_text() for t in fig.legends[0].get_texts()]
+            assert legend == ["Mug handle", "Mug body", "wrong point (errors)"]
+        finally:
+            plt.close(fig)
+    image = assert_picture(viz.render_segmentation(pos, target, target, tmp_path / "seg.png"),
+                           min_bytes=5000)
+    assert image.shape[1] > 1.2 * image.shape[0]  # three columns and the legend beside them
+
+
+@requires("trimesh")
+def test_offscreen_rendering_of_fields_on_a_mesh(tmp_path):
+    skip_unless_rendering()
     vertices, faces = icosphere(2)
     fields = vertices[:, :2]
     assert_picture(viz.render_fields(vertices, fields, tmp_path / "f.png", face=faces), min_bytes=5000)

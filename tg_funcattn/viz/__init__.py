@@ -13,18 +13,25 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._optional import require
 from ..geometry import face_areas
 
-__all__ = ["rendering_available", "render_segmentation", "render_fields", "plot_functional_maps",
-           "plot_training_curves", "label_colors", "show_segmentation"]
+__all__ = ["rendering_available", "render_segmentation", "segmentation_figure", "part_legend",
+           "render_fields", "plot_functional_maps", "functional_maps_figure", "plot_training_curves",
+           "training_curves_figure", "label_colors", "show_segmentation", "ERROR_COLOR"]
 
 _PANEL = (480, 400)
 _VIEW = np.array([1.0, -1.6, 0.9])
+#: the azimuths (degrees about the vertical axis) of the views of a segmentation:
+#: three views a third of a turn apart, so that no part hides behind the others in all
+_AZIMUTHS = (0.0, 120.0, 240.0)
+#: wrong points in the error view (black: no label colour is dark); right ones are light grey
+ERROR_COLOR = np.array([0.0, 0.0, 0.0])
+_RIGHT_COLOR = np.array([0.82, 0.82, 0.82])
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,8 +116,9 @@ def _surface_samples(pos: np.ndarray, colors: np.ndarray, face: np.ndarray, coun
 
 
 def _render(pos: np.ndarray, colors: np.ndarray, face: Optional[np.ndarray],
-            smooth: bool = False) -> np.ndarray:
-    """One view as an image.  Meshes are drawn as dense surface samples: the
+            smooth: bool = False, azimuth: float = 0.0) -> np.ndarray:
+    """One view as an image, the camera turned by ``azimuth`` degrees about
+    the vertical axis.  Meshes are drawn as dense surface samples: the
     software rasteriser compiles its triangle pipeline for minutes on first
     use, its point pipeline in seconds."""
     o3d = _require_rendering()
@@ -125,7 +133,11 @@ def _render(pos: np.ndarray, colors: np.ndarray, face: Optional[np.ndarray],
     renderer.scene.add_geometry("shape", _geometry(o3d, pos, colors, None), material)
     centre = (pos.max(0) + pos.min(0)) / 2
     radius = float(np.linalg.norm(pos.max(0) - pos.min(0))) / 2 or 1.0
-    eye = centre + _VIEW / np.linalg.norm(_VIEW) * radius * 2.1
+    turn = np.radians(azimuth)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0.0], [np.sin(turn), np.cos(turn), 0.0],
+                         [0.0, 0.0, 1.0]])
+    # far enough that the whole bounding sphere fits in the 40 degree field of view
+    eye = centre + rotation @ _VIEW / np.linalg.norm(_VIEW) * radius * 2.7
     renderer.setup_camera(40.0, centre, eye, [0.0, 0.0, 1.0])
     return np.asarray(renderer.render_to_image())
 
@@ -149,25 +161,78 @@ def _save_panels(images, titles, path, suptitle=None, colorbar=None):
         fig.suptitle(suptitle, fontsize=11)
     if colorbar is not None:
         fig.colorbar(colorbar, ax=axes[0].tolist(), shrink=0.7)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    """Writes ``fig`` to the PNG ``path`` and closes it."""
+    plt = require("matplotlib.pyplot", "saving pictures")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
 
-def render_segmentation(pos, pred, target, path, face=None, title: Optional[str] = None) -> Path:
-    """Prediction and ground truth side by side, coloured by label, as a PNG.
+def part_legend(labels, part_names: Optional[Mapping[int, str]] = None) -> List[Tuple[str, np.ndarray]]:
+    """``(name, colour)`` of every distinct label in ``labels``, in label
+    order: the name from ``part_names`` (label id -> name), else ``part <id>``."""
+    present = np.unique(np.asarray(labels, dtype=np.int64))
+    names = part_names or {}
+    return [(names.get(int(c), f"part {int(c)}"), colour)
+            for c, colour in zip(present, label_colors(present))]
+
+
+def segmentation_figure(pos, pred, target, face=None, title: Optional[str] = None,
+                        part_names: Optional[Mapping[int, str]] = None,
+                        azimuths: Sequence[float] = _AZIMUTHS):
+    """The matplotlib figure of :func:`render_segmentation` (the caller
+    closes it): a row per view, prediction, ground truth and the errors in
+    columns, and a legend of the parts present."""
+    plt = require("matplotlib.pyplot", "saving pictures")
+    from matplotlib.patches import Patch
+
+    pos, pred, target, face = (_as_numpy(v) for v in (pos, pred, target, face))
+    wrong = pred != target
+    errors = np.where(wrong[:, None], ERROR_COLOR, _RIGHT_COLOR)
+    columns = [(label_colors(pred), f"prediction ({100 * (1 - wrong.mean()):.1f}% correct)"),
+               (label_colors(target), "ground truth"),
+               (errors, f"errors ({int(wrong.sum())} of {len(wrong)} points wrong)")]
+    fig, axes = plt.subplots(len(azimuths), len(columns), squeeze=False,
+                             figsize=(3.2 * len(columns), 2.7 * len(azimuths)))
+    for row, azimuth in zip(axes, azimuths):
+        for ax, (colors, _) in zip(row, columns):
+            ax.imshow(_render(pos, colors, face, azimuth=azimuth))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        row[0].set_ylabel(f"view {azimuth:.0f}\N{DEGREE SIGN}", fontsize=9)
+    for ax, (_, heading) in zip(axes[0], columns):
+        ax.set_title(heading, fontsize=10)
+    handles = [Patch(color=colour, label=name)
+               for name, colour in part_legend(np.concatenate([pred, target]), part_names)]
+    handles.append(Patch(color=ERROR_COLOR, label="wrong point (errors)"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
+               title="parts", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def render_segmentation(pos, pred, target, path, face=None, title: Optional[str] = None,
+                        part_names: Optional[Mapping[int, str]] = None) -> Path:
+    """Prediction, ground truth and the wrong points, coloured by label, from
+    three sides, with a legend of the parts present, as a PNG.
 
     Args:
         pos: ``[N, 3]`` positions; face: ``[3, F]`` triangles or ``None``.
         pred, target: ``[N]`` integer labels.
         path: The PNG to write.
+        part_names: Label id -> name for the legend (a missing id is ``part <id>``).
     """
-    pos, pred, target, face = (_as_numpy(v) for v in (pos, pred, target, face))
-    accuracy = float((pred == target).mean())
-    images = [_render(pos, label_colors(pred), face), _render(pos, label_colors(target), face)]
-    return _save_panels(images, [f"prediction ({100 * accuracy:.1f}% correct)", "ground truth"],
-                        path, title)
+    fig = segmentation_figure(pos, pred, target, face, title, part_names)
+    return _save(fig, path)
 
 
 def render_fields(pos, fields, path, face=None, titles: Optional[Sequence[str]] = None,
@@ -203,63 +268,100 @@ def show_segmentation(pos, pred, target, face=None) -> None:
         window_name="prediction (left) and ground truth (right)")
 
 
-def plot_functional_maps(fmaps, path, title: Optional[str] = None) -> Path:
-    """Heat maps of functional maps ``[num_bases, num_bases]`` or
-    ``[heads, num_bases, num_bases]``."""
+def functional_maps_figure(fmaps, title: Optional[str] = None):
+    """The matplotlib figure of :func:`plot_functional_maps` (the caller
+    closes it): a heat map per head, four to a row, on one colour scale
+    symmetric about 0 (red positive, blue negative), with its colour bar."""
     plt = require("matplotlib.pyplot", "functional map plots")
     fmaps = _as_numpy(fmaps)
     if fmaps.ndim == 2:
         fmaps = fmaps[None]
     limit = float(np.abs(fmaps).max()) or 1.0
-    fig, axes = plt.subplots(1, len(fmaps), figsize=(2.6 * len(fmaps), 2.6), squeeze=False)
-    for h, (ax, fmap) in enumerate(zip(axes[0], fmaps)):
+    columns = min(4, len(fmaps))
+    rows = -(-len(fmaps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 0.8, 2.6 * rows), squeeze=False)
+    k = fmaps.shape[-1]
+    for h, (ax, fmap) in enumerate(zip(axes.ravel(), fmaps)):
         image = ax.imshow(fmap, cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"head {h}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+        ax.set_xticks([0, k - 1])
+        ax.set_yticks([0, fmap.shape[0] - 1])
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("j", fontsize=8, labelpad=-2)
+        ax.set_ylabel("i", fontsize=8, labelpad=-2)
+    for ax in axes.ravel()[len(fmaps):]:
+        ax.axis("off")
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    bar.set_label("C[i, j]", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
-def plot_training_curves(metrics_csv, path) -> Path:
-    """The curves of a Lightning ``metrics.csv`` against the epoch: the losses
-    together, every other validation metric on its own axes (test results,
-    single points, are left out)."""
+def plot_functional_maps(fmaps, path, title: Optional[str] = None) -> Path:
+    """Heat maps of functional maps ``[num_bases, num_bases]`` or
+    ``[heads, num_bases, num_bases]`` with a colour bar, as a PNG."""
+    return _save(functional_maps_figure(fmaps, title), path)
+
+
+def _metric_series(rows: List[Dict[str, str]]) -> Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+    """metric -> stage (``train``, ``validation``) -> (epochs trained, mean
+    value in that epoch) of the logged rows of a ``metrics.csv``; test
+    results and keys without a stage prefix are left out."""
+    stages = {"train_": "train", "val_": "validation"}
+    series: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
+    for key in (rows[0] if rows else {}):
+        prefix = next((p for p in stages if key.startswith(p)), None)
+        by_epoch: Dict[int, List[float]] = {}
+        for r in rows:
+            if prefix and r.get(key) and r.get("epoch"):
+                by_epoch.setdefault(int(float(r["epoch"])) + 1, []).append(float(r[key]))
+        if by_epoch:
+            epochs = np.array(sorted(by_epoch))
+            values = np.array([np.mean(by_epoch[e]) for e in epochs])
+            series.setdefault(key[len(prefix):], {})[stages[prefix]] = (epochs, values)
+    return series
+
+
+def training_curves_figure(metrics_csv):
+    """The matplotlib figure of :func:`plot_training_curves` (the caller
+    closes it): a panel per metric (the loss first) with its train and
+    validation values against the epochs trained, integer epoch ticks from 0."""
     import csv
 
     plt = require("matplotlib.pyplot", "training curves")
+    from matplotlib.ticker import MaxNLocator
+
     with open(metrics_csv) as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in (rows[0] if rows else {}) if k not in ("epoch", "step")
-            and not k.startswith("test_") and any(r.get(k) for r in rows)]
-    if not keys:
+        series = _metric_series(list(csv.DictReader(f)))
+    if not series:
         raise ValueError(f"{metrics_csv} holds no logged training metrics")
-    losses = [k for k in keys if "loss" in k or k.startswith("train_")]
-    panels = ([losses] if losses else []) + [[k] for k in keys if k not in losses]
-    columns = min(3, len(panels))
-    rows_n = -(-len(panels) // columns)
+    names = sorted(series, key=lambda name: name != "loss")
+    columns = min(3, len(names))
+    rows_n = -(-len(names) // columns)
     fig, axes = plt.subplots(rows_n, columns, figsize=(3.4 * columns, 2.6 * rows_n), squeeze=False)
-    for ax, panel in zip(axes.ravel(), panels):
-        for key in panel:
-            by_epoch = {}
-            for r in rows:
-                if r.get(key) and r.get("epoch"):
-                    by_epoch.setdefault(float(r["epoch"]), []).append(float(r[key]))
-            epochs = sorted(by_epoch)
-            ax.plot(epochs, [np.mean(by_epoch[e]) for e in epochs], marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_title(" / ".join(panel), fontsize=9)
-        if len(panel) > 1:
-            ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(panels):]:
+    last = max(int(epochs.max()) for stages in series.values() for epochs, _ in stages.values())
+    span = max(1, last)
+    for ax, name in zip(axes.ravel(), names):
+        for stage, color in (("train", "C0"), ("validation", "C1")):  # one colour per stage
+            if stage in series[name]:
+                epochs, values = series[name][stage]
+                ax.plot(epochs, values, marker="o", ms=4, color=color, label=stage, clip_on=False)
+        ax.set_xlim(-0.05 * span, 1.05 * span)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epochs trained", fontsize=8)
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_training_curves(metrics_csv, path) -> Path:
+    """The curves of a Lightning ``metrics.csv`` as a PNG: a panel per
+    metric with its train and validation values against the epochs trained
+    (test results, single points, are left out)."""
+    return _save(training_curves_figure(metrics_csv), path)

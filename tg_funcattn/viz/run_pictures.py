@@ -10,9 +10,25 @@ import torch
 from torch_geometric.data import Batch
 
 from .._optional import available
+from ..datasets.shapenet import SHAPENET_PARTS
+from ..datasets.shapes import CATEGORY_PARTS
 from ..training.config import SEGMENTATION
 from . import (plot_functional_maps, plot_training_curves, render_fields, render_segmentation,
                rendering_available, show_segmentation)
+
+
+def part_names(dataset: str, num_classes: int) -> Dict[int, str]:
+    """Label id -> legend name for the segmentation data set ``dataset``:
+    ``Mug handle`` for the ShapeNet part ids that the synthetic shapes name
+    (:data:`~tg_funcattn.datasets.shapes.CATEGORY_PARTS`), ``Chair part 12``
+    for the other ShapeNet ids, ``class <id>`` for RNA's ``num_classes``."""
+    if dataset not in ("synthetic", "shapenet"):
+        return {c: f"class {c}" for c in range(num_classes)}
+    names = {}
+    for category, ids in SHAPENET_PARTS.items():
+        named = {i: part for part, i in CATEGORY_PARTS.get(category, {}).items()}
+        names.update({i: f"{category} {named.get(i, f'part {i}')}" for i in ids})
+    return names
 
 
 def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
@@ -30,6 +46,8 @@ def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
     ok, reason = rendering_available() if available("open3d") else \
         (False, "open3d is not installed (pip install 'tg-funcattn[viz]')")
     dataset = next(iter(tests.values()))
+    if kind == SEGMENTATION:
+        legend = part_names(task.hparams["data"]["dataset"], task.hparams["net"]["out_channels"])
     task.eval()
     with torch.no_grad():
         for i in range(min(num, len(dataset))):
@@ -53,7 +71,7 @@ def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
                 if show:
                     show_segmentation(pos, pred, target, face)
                 written.append(render_segmentation(pos, pred, target, out / f"prediction_{i}.png",
-                                                   face, title=f"test shape {i}"))
+                                                   face, title=f"test shape {i}", part_names=legend))
             else:
                 target = data.y.view(data.num_nodes, -1)[:, 0]
                 fields = torch.stack([target, logits[:, 0], (logits[:, 0] - target).abs()], 1)
