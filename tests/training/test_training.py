@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,75 @@ def test_help_texts():
     entry = subprocess.run([sys.executable, "-m", "tg_funcattn.cli", "train", "segmentation", "--help"],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert entry.returncode == 0 and "--basis" in entry.stdout and "--precision" in entry.stdout
+
+
+def logged_train_epochs(out: Path):
+    """The training epochs of every CSV log in ``out/logs``, one entry per logged epoch."""
+    epochs = []
+    for path in sorted((out / "logs").rglob("metrics.csv")):
+        with open(path) as f:
+            epochs += [int(r["epoch"]) for r in csv.DictReader(f) if r.get("train_loss")]
+    return epochs
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_and_keeps_its_logs(tmp_path):
+    """last.ckpt is the last finished epoch whatever the validation score, and a resume into
+    the same folder keeps the killed run's logs (and hparams.yaml) and logs its own epochs
+    next to them: every epoch once."""
+    out, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    # a learning rate too small to change the validation score: the best checkpoint stays
+    # at epoch 0, and Lightning 2.6's save_last=True would too
+    args = ["train", "segmentation", *TINY_SEG, "--lr", "1e-12", "--root", str(tmp_path / "data"),
+            "--out", str(out), "--no-viz"]
+    # more epochs than it lives through, so that it is still training when killed
+    process = subprocess.Popen([sys.executable, "-m", "tg_funcattn.cli", *args, "--max-epochs", "40"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 300
+        while len(set(logged_train_epochs(out) if (out / "logs").is_dir() else [])) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before its 2nd epoch"
+            time.sleep(0.05)
+    finally:
+        process.kill()  # SIGKILL, by its pid
+        process.wait()
+    killed_logs = {p: p.read_bytes() for p in (out / "logs").rglob("*") if p.is_file()}
+    stopped = torch.load(last, map_location="cpu", weights_only=True)["epoch"]  # last finished epoch
+    assert stopped >= 1 and sorted(logged_train_epochs(out)) == list(range(stopped + 1))
+
+    main([*args, "--max-epochs", str(stopped + 3), "--ckpt", str(last)])
+    assert sorted(logged_train_epochs(out)) == list(range(stopped + 3))  # each epoch once
+    for path, content in killed_logs.items():  # the killed run's logs are as they were
+        assert path.read_bytes() == content, path
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == stopped + 2
+
+
+def test_a_resume_that_fails_at_once_names_the_checkpoint_and_keeps_the_logs(tmp_path):
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("epoch,step,train_loss\n0,3,1.5\n")
+    (logs / "hparams.yaml").write_text("net: {}\n")
+    with pytest.raises(SystemExit, match="--ckpt .*missing.ckpt: no such checkpoint file"):
+        main(["train", "segmentation", *TINY_SEG, "--root", str(tmp_path / "data"),
+              "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "run"), "--no-viz"])
+    assert (logs / "metrics.csv").read_text() == "epoch,step,train_loss\n0,3,1.5\n"
+    assert sorted(p.name for p in logs.iterdir()) == ["hparams.yaml", "metrics.csv"]
+
+
+def test_a_failed_metrics_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    """A write that fails on its way to the disk (here: fsync on a full disk) leaves the
+    previous metrics.json as it was, and no temporary file."""
+    from tg_funcattn.training import run
+
+    run._write(tmp_path, {"metrics": {"accuracy": 0.5}})
+    before = (tmp_path / "metrics.json").read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run._write(tmp_path, {"metrics": {"accuracy": 0.9}})
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert json.loads(before) == {"metrics": {"accuracy": 0.5}}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

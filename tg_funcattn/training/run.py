@@ -11,6 +11,7 @@ from typing import Dict, Optional
 
 import torch
 
+from .._io import atomic_write
 from .._optional import available, require
 from ..nn.bases import uses_eigenbasis
 from ..viz.run_pictures import write_run_pictures
@@ -48,9 +49,20 @@ def _monitor(data: DataConfig):
     return ("val_instance_miou", "max") if data.dataset != "rna" else ("val_accuracy", "max")
 
 
+def _log_version(logs: Path) -> str:
+    """The log folder (relative to ``logs``) of a new run: ``""`` for the first run
+    into ``logs``, ``version_1``, ``version_2``, ... for later ones (a resume), so
+    that no run deletes or rewrites the logs and ``hparams.yaml`` of an earlier one."""
+    if not logs.is_dir() or not any(logs.iterdir()):
+        return ""
+    taken = [int(p.name[8:]) for p in logs.glob("version_*") if p.name[8:].isdigit()]
+    return f"version_{max(taken, default=0) + 1}"
+
+
 def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = False):
     """The Lightning trainer of ``trainer``: CSV (and TensorBoard) logs in
-    ``out/logs``, best and last checkpoints in ``out/checkpoints``.  With
+    ``out/logs`` (a later run into ``out``, e.g. a resume, in ``out/logs/version_N``),
+    best and last checkpoints in ``out/checkpoints``.  With
     ``testing=True``, a single-device trainer without logs or checkpoints, so
     that every test shape is scored exactly once (a distributed sampler pads
     uneven splits with repeats)."""
@@ -63,9 +75,11 @@ def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = Fal
                   limit_test_batches=trainer.limit_batches)
     if testing:
         return L.Trainer(devices=1, logger=False, enable_checkpointing=False, **common), None
-    loggers = [CSVLogger(save_dir=str(out), name="logs", version="")]
+    version = _log_version(out / "logs")
+    loggers = [CSVLogger(save_dir=str(out), name="logs", version=version)]
     if available("tensorboard"):
-        loggers.append(TensorBoardLogger(save_dir=str(out), name="logs", version="tensorboard"))
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="logs",
+                                         version=str(Path(version) / "tensorboard")))
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor=monitor[0],
                                  mode=monitor[1], enable_version_counter=False)
     # last.ckpt after every epoch: Lightning 2.6's save_last=True writes it only when the
@@ -141,8 +155,9 @@ def _summary(kind: str, results: Dict) -> Dict:
 
 
 def _write(out: Path, payload: Dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(payload, indent=1, default=str))
+    """``out/metrics.json``, written atomically: a failed write keeps the previous file."""
+    text = json.dumps(payload, indent=1, default=str).encode()
+    atomic_write(out / "metrics.json", lambda f: f.write(text))
 
 
 # ---------------------------------------------------------------- commands
@@ -155,6 +170,8 @@ def train(config: RunConfig) -> Optional[Dict]:
 
     start = time.time()
     out, run, model = Path(config.out_dir), config.trainer, config.model
+    if run.ckpt and not Path(run.ckpt).is_file():
+        raise SystemExit(f"--ckpt {run.ckpt}: no such checkpoint file to resume from")
     L.seed_everything(run.seed, workers=True, verbose=False)
     basis_type = model.resolved_basis_type(config.data.dataset)
     train_set, val_set, tests, info = build_data(config.data, _eigenpairs(basis_type, model.num_bases))
