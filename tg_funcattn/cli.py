@@ -19,7 +19,9 @@ from .nn.presets import PRESETS
 from .training.config import DATA_CONFIGS, SECTIONS, SEGMENTATION, RunConfig, add_arguments, data_config
 
 EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints/best.ckpt and "
-          "last.ckpt, logs/ (CSV and TensorBoard), and PNG pictures unless --no-viz. "
+          "last.ckpt (the last finished epoch, to resume from with --ckpt), logs/ (CSV and "
+          "TensorBoard; a later run into the same --out, e.g. a resume, in logs/version_N), "
+          "and PNG pictures unless --no-viz. "
           "Training needs the 'train' extra, pictures the 'viz' extra: "
           "pip install 'tg-funcattn[train,viz]'.")
 
