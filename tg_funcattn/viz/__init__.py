@@ -283,12 +283,12 @@ def functional_maps_figure(fmaps, title: Optional[str] = None):
     k = fmaps.shape[-1]
     for h, (ax, fmap) in enumerate(zip(axes.ravel(), fmaps)):
         image = ax.imshow(fmap, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_title(f"head {h + 1}", fontsize=9)
         ax.set_xticks([0, k - 1])
         ax.set_yticks([0, fmap.shape[0] - 1])
         ax.tick_params(labelsize=7)
         ax.set_xlabel("j", fontsize=8, labelpad=-2)
-        ax.set_ylabel("i", fontsize=8, labelpad=-2)
+        ax.set_ylabel("i", fontsize=8, labelpad=-2, rotation=0)
     for ax in axes.ravel()[len(fmaps):]:
         ax.axis("off")
     bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)

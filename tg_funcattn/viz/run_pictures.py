@@ -70,8 +70,11 @@ def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
                     pos, target = data.mesh_pos, data.mesh_y
                 if show:
                     show_segmentation(pos, pred, target, face)
+                categories = task.hparams.get("category_names")
+                title = f"test shape {i}" + (f" ({categories[int(data.category.view(-1)[0])]})"
+                                             if categories and "category" in data else "")
                 written.append(render_segmentation(pos, pred, target, out / f"prediction_{i}.png",
-                                                   face, title=f"test shape {i}", part_names=legend))
+                                                   face, title=title, part_names=legend))
             else:
                 target = data.y.view(data.num_nodes, -1)[:, 0]
                 fields = torch.stack([target, logits[:, 0], (logits[:, 0] - target).abs()], 1)
