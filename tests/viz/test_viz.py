@@ -126,8 +126,18 @@ def test_segmentation_shows_views_errors_and_named_parts(tmp_path):
 def test_offscreen_rendering_of_fields_on_a_mesh(tmp_path):
     skip_unless_rendering()
     vertices, faces = icosphere(2)
-    fields = vertices[:, :2]
+    fields = vertices[:, :2] * [1.0, 10.0]
     assert_picture(viz.render_fields(vertices, fields, tmp_path / "f.png", face=faces), min_bytes=5000)
+    import matplotlib.pyplot as plt
+
+    fig = viz.fields_figure(vertices, fields, face=faces, titles=["x", "10 y"])
+    try:  # a colour bar per panel, spanning that field's range
+        bars = [ax for ax in fig.axes if not ax.get_title()]
+        assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["x", "10 y"]
+        np.testing.assert_allclose([ax.get_xlim() for ax in bars],
+                                   [(fields[:, j].min(), fields[:, j].max()) for j in range(2)])
+    finally:
+        plt.close(fig)
 
 
 def test_rendering_probe_reports_a_reason(monkeypatch):

@@ -21,8 +21,9 @@ from .._optional import require
 from ..geometry import face_areas
 
 __all__ = ["rendering_available", "render_segmentation", "segmentation_figure", "part_legend",
-           "render_fields", "plot_functional_maps", "functional_maps_figure", "plot_training_curves",
-           "training_curves_figure", "label_colors", "show_segmentation", "ERROR_COLOR"]
+           "render_fields", "fields_figure", "plot_functional_maps", "functional_maps_figure",
+           "plot_training_curves", "training_curves_figure", "label_colors", "show_segmentation",
+           "ERROR_COLOR"]
 
 _PANEL = (480, 400)
 _VIEW = np.array([1.0, -1.6, 0.9])
@@ -150,20 +151,6 @@ def _as_numpy(value):
     return np.asarray(value)
 
 
-def _save_panels(images, titles, path, suptitle=None, colorbar=None):
-    plt = require("matplotlib.pyplot", "saving pictures")
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.0), squeeze=False)
-    for ax, image, title in zip(axes[0], images, titles):
-        ax.imshow(image)
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
-    if colorbar is not None:
-        fig.colorbar(colorbar, ax=axes[0].tolist(), shrink=0.7)
-    return _save(fig, path)
-
-
 def _save(fig, path) -> Path:
     """Writes ``fig`` to the PNG ``path`` and closes it."""
     plt = require("matplotlib.pyplot", "saving pictures")
@@ -235,23 +222,40 @@ def render_segmentation(pos, pred, target, path, face=None, title: Optional[str]
     return _save(fig, path)
 
 
-def render_fields(pos, fields, path, face=None, titles: Optional[Sequence[str]] = None,
-                  title: Optional[str] = None, cmap: str = "viridis") -> Path:
-    """Scalar fields ``[N, m]`` (e.g. basis functions) as colour maps on the
-    shape, one panel each, as a PNG."""
+def fields_figure(pos, fields, face=None, titles: Optional[Sequence[str]] = None,
+                  title: Optional[str] = None, cmap: str = "viridis"):
+    """The matplotlib figure of :func:`render_fields` (the caller closes it):
+    a panel per field, its colours spanning the field's own range, with a
+    colour bar of that range under it."""
     mpl = require("matplotlib", "colour maps")
+    plt = require("matplotlib.pyplot", "saving pictures")
     pos, fields, face = _as_numpy(pos), _as_numpy(fields), _as_numpy(face)
     if fields.ndim == 1:
         fields = fields[:, None]
     colormap = mpl.colormaps[cmap]
-    images = []
-    for j in range(fields.shape[1]):
-        f = fields[:, j]
-        span = f.max() - f.min()
-        images.append(_render(pos, colormap((f - f.min()) / (span if span > 0 else 1.0))[:, :3], face,
-                              smooth=True))
     titles = titles or [f"field {j}" for j in range(fields.shape[1])]
-    return _save_panels(images, titles, path, title)
+    fig, axes = plt.subplots(1, fields.shape[1], figsize=(3.2 * fields.shape[1], 3.4), squeeze=False)
+    for ax, f, heading in zip(axes[0], fields.T, titles):
+        low, high = float(f.min()), float(f.max())
+        span = high - low
+        ax.imshow(_render(pos, colormap((f - low) / (span if span > 0 else 1.0))[:, :3], face,
+                          smooth=True))
+        ax.set_title(heading, fontsize=10)
+        ax.axis("off")
+        scale = mpl.cm.ScalarMappable(mpl.colors.Normalize(low, high if span > 0 else low + 1.0),
+                                      colormap)
+        bar = fig.colorbar(scale, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def render_fields(pos, fields, path, face=None, titles: Optional[Sequence[str]] = None,
+                  title: Optional[str] = None, cmap: str = "viridis") -> Path:
+    """Scalar fields ``[N, m]`` (e.g. basis functions) as colour maps on the
+    shape, one panel each with the colour bar of its range, as a PNG."""
+    return _save(fields_figure(pos, fields, face, titles, title, cmap), path)
 
 
 def show_segmentation(pos, pred, target, face=None) -> None:
