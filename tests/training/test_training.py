@@ -13,8 +13,9 @@ from helpers import ROOT, assert_picture, copy_sample, requires, skip_unless_ren
 
 from tg_funcattn._optional import available
 from tg_funcattn.cli import build_parser, main, run_config
+from tg_funcattn.nn import FuncAttnNet
 from tg_funcattn.training.config import ModelConfig, RunConfig
-from tg_funcattn.training.run import load_task
+from tg_funcattn.training.run import load_model, load_task
 
 # training needs the 'train' extra, the generated data the 'mesh' extra
 pytestmark = requires("lightning", "trimesh")
@@ -104,6 +105,12 @@ def test_checkpoint_round_trip_gives_identical_predictions(segmentation_run, tmp
         assert torch.equal(again(batch), before)
     raw = torch.load(path, map_location="cpu", weights_only=True)  # no pickle needed
     assert "hyper_parameters" in raw
+    # the network alone, as a user takes it out of a checkpoint
+    net = load_model(path)
+    assert isinstance(net, FuncAttnNet) and not net.training
+    with torch.no_grad():
+        assert torch.equal(net(batch.x, batch.pos, batch.batch, category=batch.category.view(-1),
+                               batch_size=batch.num_graphs), before)
 
 
 def test_checkpoints_of_the_flat_layout_still_load(segmentation_run, tmp_path):

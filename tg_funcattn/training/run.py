@@ -127,6 +127,14 @@ def load_task(path):
     return task, kind
 
 
+def load_model(path, map_location="cpu"):
+    """The trained :class:`~tg_funcattn.nn.FuncAttnNet` of a checkpoint written
+    by training (``checkpoints/best.ckpt`` or ``last.ckpt``), on
+    ``map_location``, in eval mode; loaded with ``weights_only=True``."""
+    task, _ = load_task(path)
+    return task.model.to(map_location).eval()
+
+
 def _test_sets(task, root: Optional[str]):
     """``(tests, data)``: the test sets of the data a trained task was trained
     on, read from ``root`` if given."""
