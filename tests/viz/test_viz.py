@@ -73,6 +73,17 @@ def test_curves_are_against_whole_epochs_with_train_and_validation(tmp_path):
     finally:
         import matplotlib.pyplot as plt
         plt.close(fig)
+    # a resume logs to a second file, its columns in another order: read as one run
+    resumed = tmp_path / "version_1.csv"
+    resumed.write_text("epoch,step,val_loss,train_loss\n1,7,1.2,\n1,7,,1.0\n")
+    fig = viz.training_curves_figure([csv, resumed])
+    try:
+        loss = fig.axes[0]
+        assert [list(line.get_xdata()) for line in loss.get_lines()] == [[1, 2], [1, 2]]
+        assert list(loss.get_lines()[0].get_ydata()) == [2.0, 1.0]
+        assert loss.get_xlim()[1] >= 2
+    finally:
+        plt.close(fig)
 
 
 def test_functional_maps_have_a_symmetric_colour_scale():

@@ -314,7 +314,7 @@ def _metric_series(rows: List[Dict[str, str]]) -> Dict[str, Dict[str, Tuple[np.n
     results and keys without a stage prefix are left out."""
     stages = {"train_": "train", "val_": "validation"}
     series: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
-    for key in (rows[0] if rows else {}):
+    for key in dict.fromkeys(key for r in rows for key in r):  # every file's columns, in order
         prefix = next((p for p in stages if key.startswith(p)), None)
         by_epoch: Dict[int, List[float]] = {}
         for r in rows:
@@ -330,16 +330,22 @@ def _metric_series(rows: List[Dict[str, str]]) -> Dict[str, Dict[str, Tuple[np.n
 def training_curves_figure(metrics_csv):
     """The matplotlib figure of :func:`plot_training_curves` (the caller
     closes it): a panel per metric (the loss first) with its train and
-    validation values against the epochs trained, integer epoch ticks from 0."""
+    validation values against the epochs trained, integer epoch ticks from 0.
+    ``metrics_csv`` is a file or a sequence of files (a run and its resumes),
+    read as one."""
     import csv
 
     plt = require("matplotlib.pyplot", "training curves")
     from matplotlib.ticker import MaxNLocator
 
-    with open(metrics_csv) as f:
-        series = _metric_series(list(csv.DictReader(f)))
+    files = [metrics_csv] if isinstance(metrics_csv, (str, os.PathLike)) else list(metrics_csv)
+    rows = []
+    for name in files:
+        with open(name) as f:
+            rows += list(csv.DictReader(f))
+    series = _metric_series(rows)
     if not series:
-        raise ValueError(f"{metrics_csv} holds no logged training metrics")
+        raise ValueError(f"{', '.join(map(str, files))} holds no logged training metrics")
     names = sorted(series, key=lambda name: name != "loss")
     columns = min(3, len(names))
     rows_n = -(-len(names) // columns)
@@ -365,7 +371,8 @@ def training_curves_figure(metrics_csv):
 
 
 def plot_training_curves(metrics_csv, path) -> Path:
-    """The curves of a Lightning ``metrics.csv`` as a PNG: a panel per
+    """The curves of a Lightning ``metrics.csv`` (or of several, a run and
+    its resumes) as a PNG: a panel per
     metric with its train and validation values against the epochs trained
     (test results, single points, are left out)."""
     return _save(training_curves_figure(metrics_csv), path)

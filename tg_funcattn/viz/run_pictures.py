@@ -36,12 +36,15 @@ def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
     """PNGs in ``out`` of the first ``num`` shapes of the first test set in
     ``tests`` as the Lightning module ``task`` (of the ``kind``
     ``"segmentation"`` or ``"regression"``) predicts them, its bases and
-    functional maps, and the training curves of ``out/logs/metrics.csv``; with
+    functional maps, and the training curves of ``out/logs`` (with resumes); with
     ``show=True`` also in a window.  A machine without the rendering libraries
     gets a warning and only the matplotlib pictures."""
     written = []
-    curves = out / "logs" / "metrics.csv"
-    if curves.is_file() and available("matplotlib"):
+    logs = out / "logs"  # the first run logs here, each resume in logs/version_N
+    resumes = sorted((f for f in logs.glob("version_*/metrics.csv") if f.parent.name[8:].isdigit()),
+                     key=lambda f: int(f.parent.name[8:]))
+    curves = [f for f in [logs / "metrics.csv", *resumes] if f.is_file()]
+    if curves and available("matplotlib"):
         written.append(plot_training_curves(curves, out / "curves.png"))
     ok, reason = rendering_available() if available("open3d") else \
         (False, "open3d is not installed (pip install 'tg-funcattn[viz]')")
