@@ -377,3 +377,20 @@ def test_a_failed_metrics_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert (tmp_path / "metrics.json").read_bytes() == before
     assert json.loads(before) == {"metrics": {"accuracy": 0.5}}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_help_shows_every_default_and_the_split_sizes():
+    """``train segmentation --help`` is enough to reproduce the README's runs: every
+    option with a value shows its default, and --shapes says what val/test get."""
+    import re
+
+    from tg_funcattn.training.config import SegmentationDataConfig
+
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    seg = sub._subparsers._group_actions[0].choices["segmentation"]
+    text = " ".join(seg.format_help().split())
+    for flag in ("--hidden", "--layers", "--heads", "--max-epochs", "--batch-size", "--lr", "--shapes"):
+        assert re.search(re.escape(flag) + r" [A-Z_]+ [^-]*\(default: [^)]+\)", text), flag
+    assert "validation gets shapes // 7 and test 3 * shapes // 10" in text
+    assert SegmentationDataConfig(shapes=20).synthetic_split_sizes == (20, 2, 6)
+    assert SegmentationDataConfig(shapes=3).synthetic_split_sizes == (3, 1, 1)

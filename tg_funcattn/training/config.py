@@ -151,7 +151,14 @@ class SegmentationDataConfig(DataConfig):
     points: Optional[int] = _option(None, "synthetic: mean points per shape (default: 1024); rna: "
                                           "points sampled per molecule and access (default: 4096; 0 "
                                           "for the meshes)", at_least=0)
-    shapes: int = _option(100, "synthetic: training shapes per category", at_least=1)
+    shapes: int = _option(100, "synthetic: training shapes per category; validation gets "
+                               "shapes // 7 and test 3 * shapes // 10 per category (at least 1 "
+                               "each)", at_least=1)
+
+    @property
+    def synthetic_split_sizes(self) -> Tuple[int, int, int]:
+        """Shapes per category of the generated train, validation and test splits."""
+        return self.shapes, max(1, self.shapes // 7), max(1, (3 * self.shapes) // 10)
 
     @property
     def num_points(self) -> Optional[int]:

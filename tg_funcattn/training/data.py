@@ -51,8 +51,8 @@ def segmentation_data(data: SegmentationDataConfig,
         pre_transform, augment = _pre_transforms(data, eigenpairs)
         train_transform = Compose(augment) if augment else None
         if dataset == "synthetic":
-            size = data.shapes
-            kwargs = dict(num_train=size, num_val=max(1, size // 7), num_test=max(1, (3 * size) // 10),
+            num_train, num_val, num_test = data.synthetic_split_sizes
+            kwargs = dict(num_train=num_train, num_val=num_val, num_test=num_test,
                           num_points=data.num_points, seed=data.data_seed)
             make = lambda split, transform: SyntheticParts(  # noqa: E731
                 root, split, categories, pre_transform=pre_transform, transform=transform, **kwargs)
