@@ -1,8 +1,10 @@
+import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
-from helpers import assert_picture, icosphere, pixels, requires, skip_unless_rendering
+from helpers import ROOT, assert_picture, icosphere, pixels, requires, skip_unless_rendering
 
 from tg_funcattn import viz
 from tg_funcattn.viz.run_pictures import part_names
@@ -168,3 +170,14 @@ def test_rendering_probe_reports_a_reason(monkeypatch):
     monkeypatch.setattr(viz.subprocess, "run", hang)
     assert viz.rendering_available.__wrapped__() == (
         False, "open3d's off-screen renderer did not start within 120 s")
+
+
+def test_the_renderer_prints_nothing_on_stdout():
+    """Filament announces its engine on the process's stdout (7 lines from native
+    code), which broke ``tg-funcattn ... | jq``: it goes to stderr."""
+    skip_unless_rendering()
+    code = "from tg_funcattn.viz import _renderer; _renderer(); print('{}')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "{}\n"
