@@ -394,3 +394,16 @@ def test_help_shows_every_default_and_the_split_sizes():
     assert "validation gets shapes // 7 and test 3 * shapes // 10" in text
     assert SegmentationDataConfig(shapes=20).synthetic_split_sizes == (20, 2, 6)
     assert SegmentationDataConfig(shapes=3).synthetic_split_sizes == (3, 1, 1)
+
+
+def test_stdout_is_the_json_line_and_stderr_has_no_lightning_warnings(tmp_path):
+    """``tg-funcattn ... | jq`` works: Filament's native prints went to stdout, and
+    stderr carried Lightning's LeafSpec deprecation and log_every_n_steps warnings."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tg_funcattn.cli", "train", "segmentation", *TINY_SEG,
+         "--max-epochs", "1", "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and "accuracy" in json.loads(lines[0]), result.stdout
+    assert "LeafSpec" not in result.stderr and "log_every_n_steps" not in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -87,11 +88,18 @@ def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = Fal
     last = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", monitor=None,
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     engine = L.Trainer(max_epochs=trainer.max_epochs, devices=trainer.devices, strategy=trainer.strategy,
-                       logger=loggers, callbacks=[checkpoint, last], log_every_n_steps=10,
+                       # the metrics are logged per epoch, so the step interval only
+                       # decides Lightning's warning that an epoch is shorter than it
+                       logger=loggers, callbacks=[checkpoint, last], log_every_n_steps=1,
                        limit_train_batches=trainer.limit_batches,
                        limit_val_batches=trainer.limit_batches, **common)
     return engine, checkpoint
 
+
+# Lightning 2.6 calls a torch.utils._pytree check that torch 2.13 deprecates, once per
+# run: its code, not ours, and nothing a user can act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        category=FutureWarning)
 
 #: FuncAttnNet keywords renamed since (a checkpoint keeps the names it was written with)
 _RENAMED_NET = {"basis": "basis_type", "k": "num_neighbors"}
