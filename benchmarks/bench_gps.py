@@ -21,12 +21,12 @@ import statistics
 import sys
 
 import torch
-from torch.nn import BatchNorm1d, Embedding, Linear, ModuleList, ReLU, Sequential
-from torch_geometric.data import Batch, Data
-from torch_geometric.nn import GINEConv, GPSConv, global_add_pool
+from torch_geometric.data import Batch
+from torch_geometric.nn import GPSConv
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, time_ms, tune_allocator  # noqa: E402
+from peers import GPSExample, molecule  # noqa: E402
 
 from tg_funcattn.nn import FuncAttnGPSConv  # noqa: E402
 
@@ -35,54 +35,17 @@ ATTN_KWARGS = {"dropout": 0.5}
 ROUNDS = 3
 
 
-class GPS(torch.nn.Module):
-    """The model of PyG's GPS example; ``gps_cls`` is the swapped class."""
-
-    def __init__(self, gps_cls, attn_type):
-        super().__init__()
-        self.node_emb = Embedding(28, CHANNELS - PE_DIM)
-        self.pe_lin = Linear(WALK, PE_DIM)
-        self.pe_norm = BatchNorm1d(WALK)
-        self.edge_emb = Embedding(4, CHANNELS)
-        self.convs = ModuleList(
-            gps_cls(CHANNELS, GINEConv(Sequential(Linear(CHANNELS, CHANNELS), ReLU(),
-                                                  Linear(CHANNELS, CHANNELS))),
-                    heads=HEADS, attn_type=attn_type, attn_kwargs=ATTN_KWARGS)
-            for _ in range(LAYERS))
-        self.mlp = Sequential(Linear(CHANNELS, CHANNELS // 2), ReLU(),
-                              Linear(CHANNELS // 2, CHANNELS // 4), ReLU(),
-                              Linear(CHANNELS // 4, 1))
-
-    def forward(self, x, pe, edge_index, edge_attr, batch):
-        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
-        edge_attr = self.edge_emb(edge_attr)
-        for conv in self.convs:
-            x = conv(x, edge_index, batch, edge_attr=edge_attr)
-        return self.mlp(global_add_pool(x, batch))
-
-
-def molecule(gen, n):
-    """A random tree with two ring closures, atom and bond types, both edge
-    directions; random features stand in for the positional encoding (its
-    cost is outside the model)."""
-    parents = torch.cat([torch.randint(0, i, (1,), generator=gen) for i in range(1, n)])
-    src = torch.cat([parents, torch.tensor([0, 1])])
-    dst = torch.cat([torch.arange(1, n), torch.tensor([n - 1, n // 2])])
-    bond = torch.randint(0, 4, (len(src),), generator=gen)
-    return Data(x=torch.randint(0, 28, (n, 1), generator=gen),
-                edge_index=torch.stack([torch.cat([src, dst]), torch.cat([dst, src])]),
-                edge_attr=torch.cat([bond, bond]), pe=torch.rand(n, WALK, generator=gen),
-                num_nodes=n)
-
-
 def batch_of(sizes, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return Batch.from_data_list([molecule(gen, n) for n in sizes])
+    return Batch.from_data_list([molecule(gen, n, WALK) for n in sizes])
 
 
 def measure(name, data):
     torch.manual_seed(0)
-    models = {"multihead": GPS(GPSConv, "multihead"), "functional": GPS(FuncAttnGPSConv, "functional")}
+    models = {"multihead": GPSExample(GPSConv, "multihead", ATTN_KWARGS, CHANNELS, PE_DIM, LAYERS,
+                                      WALK, HEADS),
+              "functional": GPSExample(FuncAttnGPSConv, "functional", ATTN_KWARGS, CHANNELS,
+                                       PE_DIM, LAYERS, WALK, HEADS)}
 
     def step(model):
         def run():

@@ -15,6 +15,9 @@
   space by every layer (Wang et al., 2019), as PyG's ``dgcnn_segmentation.py``.
 * :class:`PointNet2` -- PyG's ``pointnet2_segmentation.py`` architecture
   (set abstraction with ``PointNetConv``, feature propagation).
+* :class:`GPSExample` -- the model of PyG's ``graph_gps.py`` (ZINC, GINEConv),
+  with the GPS layer class as an argument, and :func:`molecule`, the
+  molecule-like graphs it runs on here.
 
 PyG 2.8 takes farthest point sampling, radius and kNN search from ``pyg-lib``,
 which has no wheels on PyPI; the two point-cloud peers therefore search
@@ -25,7 +28,10 @@ import math
 
 import torch
 from torch import nn
-from torch_geometric.nn import MLP, EdgeConv, PointNetConv, PointTransformerConv
+from torch_geometric.data import Data
+from torch_geometric.nn import (MLP, EdgeConv, GINEConv, PointNetConv, PointTransformerConv,
+                                global_add_pool)
+from torch_geometric.transforms import AddRandomWalkPE
 
 
 class SoftmaxAttention(nn.Module):
@@ -243,3 +249,54 @@ class PointNet2(nn.Module):
         h = self._interpolate(h, pos1, pos, batch_size)
         h = self.fp1(h if x is None else torch.cat([h, x], dim=-1))
         return self.head(h)
+
+
+#: atom and bond types of ZINC
+NODE_TYPES, EDGE_TYPES = 28, 4
+
+
+class GPSExample(nn.Module):
+    """The model of PyG's GPS example (``examples/graph_gps.py``): atom embedding
+    concatenated with a linear map of the normalised random-walk positional
+    encoding, bond embedding, ``num_layers`` GPS layers with ``GINEConv``, add
+    pooling and an MLP head.  ``gps_cls`` (with ``attn_type`` and
+    ``attn_kwargs``) is the one class a user swaps."""
+
+    def __init__(self, gps_cls, attn_type, attn_kwargs, channels=64, pe_dim=8, num_layers=10,
+                 walk_length=20, heads=4):
+        super().__init__()
+        self.node_emb = nn.Embedding(NODE_TYPES, channels - pe_dim)
+        self.pe_lin = nn.Linear(walk_length, pe_dim)
+        self.pe_norm = nn.BatchNorm1d(walk_length)
+        self.edge_emb = nn.Embedding(EDGE_TYPES, channels)
+        self.convs = nn.ModuleList()
+        for _ in range(num_layers):
+            mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels))
+            self.convs.append(gps_cls(channels, GINEConv(mlp), heads=heads, attn_type=attn_type,
+                                      attn_kwargs=attn_kwargs))
+        self.mlp = nn.Sequential(nn.Linear(channels, channels // 2), nn.ReLU(),
+                                 nn.Linear(channels // 2, channels // 4), nn.ReLU(),
+                                 nn.Linear(channels // 4, 1))
+
+    def forward(self, x, pe, edge_index, edge_attr, batch):
+        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
+        edge_attr = self.edge_emb(edge_attr)
+        for conv in self.convs:
+            x = conv(x, edge_index, batch, edge_attr=edge_attr)
+        return self.mlp(global_add_pool(x, batch))
+
+
+def molecule(gen, num_nodes, walk_length=20):
+    """A molecule-like graph: a random tree with two ring closures, integer atom
+    and bond types, both edge directions, a random target ``y`` and the
+    random-walk positional encoding ``pe`` of ``walk_length`` steps."""
+    parents = [int(torch.randint(0, i, (1,), generator=gen)) for i in range(1, num_nodes)]
+    pairs = [(p, i) for i, p in enumerate(parents, start=1)]
+    pairs += [(0, num_nodes - 1), (1, num_nodes // 2)]
+    src, dst = torch.tensor(pairs).t()
+    bond = torch.randint(0, EDGE_TYPES, (len(pairs),), generator=gen)
+    data = Data(x=torch.randint(0, NODE_TYPES, (num_nodes, 1), generator=gen),
+                edge_index=torch.stack([torch.cat([src, dst]), torch.cat([dst, src])]),
+                edge_attr=torch.cat([bond, bond]), y=torch.randn(1, generator=gen),
+                num_nodes=num_nodes)
+    return AddRandomWalkPE(walk_length=walk_length, attr_name="pe")(data)

@@ -1,71 +1,42 @@
 """FuncAttnGPSConv: the GPS layer with functional attention, in the model of
 PyG's GPS example (examples/graph_gps.py: ZINC with GINEConv), on generated
 molecule-like graphs."""
+import sys
+
 import pytest
 import torch
-from torch.nn import BatchNorm1d, Embedding, Linear, ModuleList, ReLU, Sequential
-from torch_geometric.data import Batch, Data
-from torch_geometric.nn import GINEConv, GPSConv, global_add_pool
-from torch_geometric.transforms import AddRandomWalkPE
+from helpers import ROOT
+from torch.nn import Linear, ReLU, Sequential
+from torch_geometric.data import Batch
+from torch_geometric.nn import GINEConv, GPSConv
 
 from tg_funcattn.nn import FuncAttnGPSConv, FunctionalAttention
 
-WALK, NODE_TYPES, EDGE_TYPES = 8, 28, 4
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peers import EDGE_TYPES, GPSExample, molecule  # noqa: E402  (the model the benchmark times)
+
+WALK = 8
 
 
-class GPS(torch.nn.Module):
+def GPS(channels, pe_dim, num_layers, attn_type, attn_kwargs, gps_cls):
     """PyG's GPS example model at small sizes; ``gps_cls`` is the one class
     that is swapped."""
-
-    def __init__(self, channels, pe_dim, num_layers, attn_type, attn_kwargs, gps_cls):
-        super().__init__()
-        self.node_emb = Embedding(NODE_TYPES, channels - pe_dim)
-        self.pe_lin = Linear(WALK, pe_dim)
-        self.pe_norm = BatchNorm1d(WALK)
-        self.edge_emb = Embedding(EDGE_TYPES, channels)
-        self.convs = ModuleList()
-        for _ in range(num_layers):
-            nn = Sequential(Linear(channels, channels), ReLU(), Linear(channels, channels))
-            self.convs.append(gps_cls(channels, GINEConv(nn), heads=4, attn_type=attn_type,
-                                      attn_kwargs=attn_kwargs))
-        self.mlp = Sequential(Linear(channels, channels // 2), ReLU(),
-                              Linear(channels // 2, channels // 4), ReLU(),
-                              Linear(channels // 4, 1))
-
-    def forward(self, x, pe, edge_index, edge_attr, batch):
-        x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
-        edge_attr = self.edge_emb(edge_attr)
-        for conv in self.convs:
-            x = conv(x, edge_index, batch, edge_attr=edge_attr)
-        return self.mlp(global_add_pool(x, batch))
+    return GPSExample(gps_cls, attn_type, attn_kwargs, channels=channels, pe_dim=pe_dim,
+                      num_layers=num_layers, walk_length=WALK)
 
 
 def functional_gps(num_bases=8, **kwargs):
     return GPS(32, 4, 3, "functional", dict(num_bases=num_bases, **kwargs), FuncAttnGPSConv)
 
 
-def molecule(gen, num_nodes):
-    """A random tree with two ring closures, integer atom and bond types, both
-    edge directions, and a random-walk positional encoding."""
-    parents = [int(torch.randint(0, i, (1,), generator=gen)) for i in range(1, num_nodes)]
-    pairs = [(p, i) for i, p in enumerate(parents, start=1)]
-    pairs += [(0, num_nodes - 1), (1, num_nodes // 2)]
-    src, dst = torch.tensor(pairs).t()
-    bond = torch.randint(0, EDGE_TYPES, (len(pairs),), generator=gen)
-    data = Data(x=torch.randint(0, NODE_TYPES, (num_nodes, 1), generator=gen),
-                edge_index=torch.stack([torch.cat([src, dst]), torch.cat([dst, src])]),
-                edge_attr=torch.cat([bond, bond]), y=torch.randn(1, generator=gen),
-                num_nodes=num_nodes)
-    return AddRandomWalkPE(walk_length=WALK, attr_name="pe")(data)
-
-
 def molecules(count=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return [molecule(gen, int(torch.randint(9, 30, (1,), generator=gen))) for _ in range(count)]
+    return [molecule(gen, int(torch.randint(9, 30, (1,), generator=gen)), WALK)
+            for _ in range(count)]
 
 
-def run(model, data, **kw):
-    return model(data.x, data.pe, data.edge_index, data.edge_attr, data.batch, **kw)
+def run(model, data):
+    return model(data.x, data.pe, data.edge_index, data.edge_attr, data.batch)
 
 
 def attention_parameters(model):
