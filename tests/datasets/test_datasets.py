@@ -88,13 +88,21 @@ def test_single_non_airplane_category_keeps_its_global_index(tmp_path):
     assert all(set(d.y.tolist()) <= {36, 37} for d in mugs)
 
 
-def test_shapenet_part_from_the_zip_on_disk(tmp_path):
-    sample = SAMPLES / "shapenet_part" / "sample"
+def _zipped_sample(tmp_path, name, archive_name, folder):
+    """``tmp_path/root`` holding only the sample of ``datasets/<name>`` zipped as
+    the dataset's official archive ``archive_name`` (everything under ``folder/``)."""
+    sample = SAMPLES / name / "sample"
     root = tmp_path / "root"
     root.mkdir()
-    with zipfile.ZipFile(root / ShapeNetPart.archive_name, "w") as zf:
+    with zipfile.ZipFile(root / archive_name, "w") as zf:
         for path in sample.rglob("*"):
-            zf.write(path, f"{ShapeNetPart.folder_name}/{path.relative_to(sample)}")
+            zf.write(path, f"{folder}/{path.relative_to(sample)}")
+    return root
+
+
+def test_shapenet_part_from_the_zip_on_disk(tmp_path):
+    root = _zipped_sample(tmp_path, "shapenet_part", ShapeNetPart.archive_name,
+                          ShapeNetPart.folder_name)
     data = ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, split="test")
     assert len(data) == 4 and (root / "raw" / "train_test_split").is_dir()
     assert (root / ShapeNetPart.archive_name).is_file()  # the user's zip is kept
@@ -402,12 +410,8 @@ def test_rna_point_sampling_and_transfer_back_to_vertices(tmp_path):
 
 @needs_trimesh
 def test_rna_from_the_archive_on_disk(tmp_path):
-    sample = SAMPLES / "rna_surface_segmentation" / "sample"
-    root = tmp_path / "root"
-    root.mkdir()
-    with zipfile.ZipFile(root / RNASurfaceSegmentation.archive_name, "w") as zf:
-        for path in sample.rglob("*"):
-            zf.write(path, f"RNA-Surface-Segmentation-Dataset-main/{path.relative_to(sample)}")
+    root = _zipped_sample(tmp_path, "rna_surface_segmentation",
+                          RNASurfaceSegmentation.archive_name, "RNA-Surface-Segmentation-Dataset-main")
     assert len(RNASurfaceSegmentation(root, split="test")) == 1
 
 
