@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,11 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the stored content or its computation changes meaning.
 FORMAT_VERSION = 1
+#: What reading a damaged or foreign entry can raise (zlib.error,
+#: NotImplementedError and RuntimeError: a corrupt compressed member, a
+#: compression method zipfile lacks, an encrypted member).
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error,
+               NotImplementedError, RuntimeError)
 
 
 class EigenbasisCache:
@@ -54,29 +60,44 @@ class EigenbasisCache:
     def load(self, key: str, pos: np.ndarray, face: Optional[np.ndarray],
              num_eigenpairs: int) -> Optional[Eigenbasis]:
         """The cached basis truncated to ``num_eigenpairs``, or ``None`` (miss,
-        fewer eigenpairs stored, another geometry, or an unreadable entry)."""
+        fewer eigenpairs stored, another geometry, or an unreadable entry).
+
+        Every array's dtype and shape are checked against what :meth:`store`
+        writes, from its ``.npy`` header before anything is allocated; an
+        entry that differs in anything (a foreign or damaged file, complex or
+        text values, a header claiming more bytes than the file holds) is
+        reported in the log and treated as a miss, so it is recomputed and
+        overwritten.
+        """
         path = self.path(key)
         if not path.exists():
             return None
+        n = pos.shape[0]
+        stored_face = np.zeros((0,), np.int64) if face is None else face
         try:
-            with np.load(path, allow_pickle=False) as entry:
-                if int(entry["version"]) != FORMAT_VERSION:
-                    return None
-                same = np.array_equal(entry["pos"], pos) and (
-                    entry["face"].size == 0 if face is None else np.array_equal(entry["face"], face))
-                if not same:
+            with zipfile.ZipFile(path) as archive:
+                limit = path.stat().st_size
+
+                def read(name, dtype, shape=None):
+                    return _read_array(archive, name, np.dtype(dtype), shape, limit)
+
+                version = read("version", np.int64, ())
+                if int(version) != FORMAT_VERSION:
+                    raise ValueError(f"format version {int(version)}, expected {FORMAT_VERSION}")
+                if not (np.array_equal(read("pos", pos.dtype, pos.shape), pos) and np.array_equal(
+                        read("face", stored_face.dtype, stored_face.shape), stored_face)):
                     log.warning("cache entry %s holds another geometry under the same key; "
                                 "recomputing", path)
                     return None
-                evals, evecs, mass = entry["evals"], entry["evecs"], entry["mass"]
-            n = pos.shape[0]
-            if evecs.ndim != 2 or evecs.shape[0] != n or evals.shape != (evecs.shape[1],) \
-                    or mass.shape != (n,):
-                raise ValueError(f"inconsistent shapes evals {evals.shape}, evecs {evecs.shape}, "
-                                 f"mass {mass.shape} for {n} vertices")
+                evals = read("evals", np.float64)
+                if evals.ndim != 1 or not 1 <= evals.shape[0] <= n:
+                    raise ValueError(f"'evals' has shape {evals.shape}, expected [K] with "
+                                     f"1 <= K <= {n}")
+                evecs = read("evecs", np.float32, (n, evals.shape[0]))
+                mass = read("mass", np.float32, (n,))
             if not (np.isfinite(evals).all() and np.isfinite(evecs).all() and np.isfinite(mass).all()):
                 raise ValueError("non-finite values")
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        except _UNREADABLE as error:
             log.warning("unreadable cache entry %s (%s); recomputing it", path, error)
             return None
         if evecs.shape[1] < num_eigenpairs:
@@ -98,3 +119,26 @@ class EigenbasisCache:
             atomic_write(path, write)
         except OSError as error:
             log.warning("could not write the eigenbasis cache entry %s (%s)", path, error)
+
+
+def _read_array(archive: zipfile.ZipFile, name: str, dtype: np.dtype, shape: Optional[tuple],
+                limit: int) -> np.ndarray:
+    """The array ``name`` of an ``.npz`` archive once its header shows
+    ``dtype`` and ``shape`` (any shape if ``None``) and at most ``limit``
+    bytes of data; otherwise a ``ValueError`` and nothing allocated."""
+    with archive.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            found_shape, _, found_dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            found_shape, _, found_dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"'{name}' has .npy format version {version}, expected 1.0 or 2.0")
+        if found_dtype != dtype or (shape is not None and found_shape != shape):
+            expected = f"{dtype}" if shape is None else f"{dtype} of shape {shape}"
+            raise ValueError(f"'{name}' is {found_dtype} of shape {found_shape}, expected {expected}")
+        size = int(np.prod(found_shape, dtype=object)) * dtype.itemsize
+        if size > limit:
+            raise ValueError(f"'{name}' claims {size} bytes but the file has {limit}")
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
