@@ -85,13 +85,16 @@ class CleanMesh(NamedTuple):
     degenerate or repeated faces, and how it relates to the original.
 
     ``index[i]`` is the cleaned vertex of original vertex ``i``, or ``-1`` if
-    ``i`` is referenced by no remaining face.
+    ``i`` is referenced by no remaining face; ``face_index[j]`` is the
+    original face (a column of the input ``face``) that cleaned face ``j``
+    comes from.
     """
 
     pos: np.ndarray  # [n, 3] float64
     face: np.ndarray  # [F', 3] int64
     index: np.ndarray  # [N] int64
     removed: dict
+    face_index: np.ndarray  # [F'] int64
 
 
 def clean_mesh(pos, face) -> CleanMesh:
@@ -116,7 +119,8 @@ def clean_mesh(pos, face) -> CleanMesh:
         raise ValueError(f"'face': none of the {len(face)} triangles has three distinct "
                          "corners and a non-zero area; the mesh cannot be processed")
     _, first = np.unique(np.sort(kept, axis=1), axis=0, return_index=True)
-    face_u = kept[np.sort(first)]  # keep the original orientation and order
+    first = np.sort(first)  # keep the original orientation and order
+    face_u = kept[first]
     used = np.zeros(len(unique_pos), dtype=bool)
     used[face_u.reshape(-1)] = True
     compact = np.full(len(unique_pos), -1, dtype=np.int64)
@@ -128,7 +132,8 @@ def clean_mesh(pos, face) -> CleanMesh:
                "unreferenced_vertices": int((index < 0).sum())}
     if any(removed.values()):
         log.debug("clean_mesh: %s", removed)
-    return CleanMesh(unique_pos[used], compact[face_u], index, removed)
+    return CleanMesh(unique_pos[used], compact[face_u], index, removed,
+                     np.flatnonzero(good)[first])
 
 
 #: The local triangulations of the point-cloud Laplacian use 30 neighbours.

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from ..geometry.laplacian import face_areas
+from ..geometry.laplacian import clean_mesh, face_areas
 from .eigenbasis import record_eigenbasis
 
 _SPECTRAL = ("evecs", "evals", "mass")
@@ -101,7 +101,11 @@ class SampleMeshPoints(BaseTransform):
       per-point predictions can be scored on the original vertices with
       :func:`transfer_to_vertices`.
 
-    Triangles of zero area are never sampled.
+    The mesh is sampled as :func:`~tg_funcattn.geometry.mesh_eigenbasis`
+    sees it, cleaned by :func:`~tg_funcattn.geometry.clean_mesh`: faces with
+    repeated corners or zero area are never sampled and a duplicate face
+    counts once, so the masses sum to the area of the cleaned mesh, the
+    total mass of the eigenbasis.
 
     Args:
         num_points (int): Number of samples ``P``.
@@ -132,12 +136,14 @@ class SampleMeshPoints(BaseTransform):
             if not isinstance(value, Tensor) or value.shape[0] != num_faces:
                 raise ValueError(f"SampleMeshPoints: face attribute '{key}' must be a tensor with "
                                  f"one row per face ({num_faces})")
-        areas = face_areas(pos.double(), face.t())
+        try:
+            kept = torch.from_numpy(clean_mesh(pos, face).face_index).to(face.device)
+        except ValueError as error:
+            raise ValueError(f"SampleMeshPoints: {error}") from None
+        areas = face_areas(pos.double(), face[:, kept].t())
         total = areas.sum()
-        if not total > 0:
-            raise ValueError("SampleMeshPoints: every triangle of the mesh has zero area")
         P = self.num_points
-        chosen = torch.multinomial(areas, P, replacement=True, generator=self.generator)
+        chosen = kept[torch.multinomial(areas, P, replacement=True, generator=self.generator)]
         u, v = torch.rand(2, P, dtype=torch.float64, generator=self.generator)
         root = u.sqrt()
         bary = torch.stack([1 - root, root * (1 - v), root * v], dim=1)  # uniform on the triangle
