@@ -8,7 +8,7 @@ from helpers import icosphere, requires
 from torch_geometric.data import Data
 
 from tg_funcattn.geometry import clean_mesh, face_areas
-from tg_funcattn.transforms import LaplacianEigenbasis, SampleMeshPoints
+from tg_funcattn.transforms import LaplacianEigenbasis, NormalizeMesh, SampleMeshPoints
 
 pytestmark = requires("trimesh", "potpourri3d")
 
@@ -67,3 +67,14 @@ def test_a_face_index_beyond_the_vertices_names_face_and_the_vertex_count():
     with pytest.raises(ValueError, match="SampleMeshPoints: 'face' refers to vertex 8, but there "
                                          "are only 8 vertices"):
         SampleMeshPoints(10)(Data(pos=pos, face=face))
+
+
+@pytest.mark.parametrize("mode, with_face", [("area", True), ("sphere", True), ("sphere", False)])
+def test_normalize_mesh_with_nan_positions_says_they_are_not_finite(mode, with_face):
+    pos, face = unit_cube()
+    pos[3, 1] = float("nan")
+    data = Data(pos=pos, face=face) if with_face else Data(pos=pos)
+    with pytest.raises(ValueError, match=r"NormalizeMesh: 'data.pos' has 1 vertices with NaN or "
+                                         r"infinite coordinates \(first: vertex 3\); positions "
+                                         "must be finite"):
+        NormalizeMesh(mode)(data)

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._optional import require
+from ._native import native_output_to_log
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,18 @@ def as_numpy_pos(pos, name: str = "pos") -> np.ndarray:
     if not np.issubdtype(pos.dtype, np.floating):
         raise TypeError(f"'{name}' must be floating point, got dtype {pos.dtype}")
     pos = pos.astype(np.float64, copy=False)
-    bad = ~np.isfinite(pos).all(1)
+    check_finite(pos, name)
+    return pos
+
+
+def check_finite(pos, name: str = "pos") -> None:
+    """Raises a ``ValueError`` naming ``name`` if a row of ``pos [N, D]`` (a
+    NumPy array or a torch tensor) has a NaN or infinite coordinate."""
+    bad = ~(pos.isfinite() if hasattr(pos, "isfinite") else np.isfinite(pos)).all(1)
     if bad.any():
         raise ValueError(f"'{name}' has {int(bad.sum())} vertices with NaN or infinite "
-                         f"coordinates (first: vertex {int(np.argmax(bad))})")
-    return pos
+                         f"coordinates (first: vertex {int((bad * 1).argmax())}); positions "
+                         "must be finite")
 
 
 def as_numpy_face(face, num_vertices: int) -> np.ndarray:
@@ -154,11 +162,21 @@ def _point_cloud_laplacian(pos: np.ndarray, mollify_factor: float):
     pp3d = require("potpourri3d", "The point-cloud Laplacian")
     rl = require("robust_laplacian", "The point-cloud Laplacian")
     pos = np.ascontiguousarray(pos)
-    tri = pp3d.PointCloudLocalTriangulation(pos).get_local_triangulation().reshape(-1, 3)
+    with native_output_to_log("potpourri3d"):
+        triangulation = pp3d.PointCloudLocalTriangulation(pos)
+        try:
+            tri = triangulation.get_local_triangulation().reshape(-1, 3)
+        except ValueError:  # potpourri3d fails to reshape an empty triangulation
+            tri = np.zeros((0, 3), dtype=np.int64)
     tri = tri[(tri >= 0).all(1)]
     if len(tri) == 0:
-        raise ValueError("'pos': the points span no surface (all collinear or identical?)")
-    L, M = rl.mesh_laplacian(pos, np.ascontiguousarray(tri, dtype=np.int64), mollify_factor)
+        spread = np.linalg.svd(pos - pos.mean(0), compute_uv=False)
+        shape = ("all coincide" if spread[0] == 0 else "lie on one line"
+                 if spread[1] <= 1e-8 * spread[0] else "span no triangle in any neighbourhood")
+        raise ValueError(f"'pos': the {len(pos)} points {shape}; the point-cloud Laplacian needs "
+                         f"at least {MIN_CLOUD_POINTS} points spread over a 2-D surface")
+    with native_output_to_log("robust_laplacian"):
+        L, M = rl.mesh_laplacian(pos, np.ascontiguousarray(tri, dtype=np.int64), mollify_factor)
     return L / 3.0, M.diagonal() / 3.0
 
 
@@ -210,11 +228,13 @@ def laplacian(pos, face=None, *, method: str = "cotan",
             raise ValueError("'face': no triangle with three distinct corners and non-zero area")
         if method == "cotan":
             pp3d = require("potpourri3d", "The cotangent Laplacian")
-            L = pp3d.cotan_laplacian(pos, face)
-            mass = pp3d.vertex_areas(pos, face)
+            with native_output_to_log("potpourri3d"):
+                L = pp3d.cotan_laplacian(pos, face)
+                mass = pp3d.vertex_areas(pos, face)
         else:
             rl = require("robust_laplacian", "The robust mesh Laplacian")
-            L, M = rl.mesh_laplacian(pos, face, mollify_factor)
+            with native_output_to_log("robust_laplacian"):
+                L, M = rl.mesh_laplacian(pos, face, mollify_factor)
             mass = M.diagonal()
     L = sp.csr_matrix(L, dtype=np.float64)
     if not (np.isfinite(L.data).all() and np.isfinite(mass).all()):

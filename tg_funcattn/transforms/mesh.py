@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from ..geometry.laplacian import clean_mesh, face_areas
+from ..geometry.laplacian import check_finite, clean_mesh, face_areas
 from .eigenbasis import record_eigenbasis
 
 _SPECTRAL = ("evecs", "evals", "mass")
@@ -49,6 +49,10 @@ class NormalizeMesh(BaseTransform):
         if present:
             raise ValueError(f"NormalizeMesh: data already has {present}, computed for the old "
                              "geometry; apply LaplacianEigenbasis after this transform")
+        try:
+            check_finite(pos, "data.pos")
+        except ValueError as error:
+            raise ValueError(f"NormalizeMesh: {error}") from None
         p = pos.double()
         if face is None:
             if self.mode == "area":
