@@ -1,6 +1,8 @@
 """Regression on meshes: a documented on-disk format and a generated operator-learning task."""
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
@@ -106,27 +108,38 @@ class MeshRegression(FingerprintedDataset):
     def _read_target(self, name: str):
         targets = self._raw / "targets"
         path_npy, path_npz = targets / f"{name}.npy", targets / f"{name}.npz"
+        if path_npz.is_file():
+            path, expected = path_npz, "an .npz archive with an array 'y' and optionally 'x'"
+        elif path_npy.is_file():
+            path, expected = path_npy, "an .npy array"
+        else:
+            raise FileNotFoundError(f"no target for '{name}': expected {path_npy} or {path_npz}")
         try:
-            if path_npz.is_file():
-                with np.load(path_npz, allow_pickle=False) as archive:
+            loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded as archive:
+                    if path != path_npz:
+                        raise DatasetFormatError(f"target {path} is an .npz archive; expected {expected}")
                     if "y" not in archive:
                         raise DatasetFormatError(f"{path_npz} has no array 'y' (has {list(archive)})")
                     y = archive["y"]
                     x = archive["x"] if "x" in archive else None
-                path = path_npz
-            elif path_npy.is_file():
-                y, x, path = np.load(path_npy, allow_pickle=False), None, path_npy
+            elif path == path_npz:
+                raise DatasetFormatError(f"target {path} is a single .npy array; expected {expected}")
             else:
-                raise FileNotFoundError(f"no target for '{name}': expected {path_npy} or {path_npz}")
-        except (ValueError, OSError, EOFError) as error:
-            if isinstance(error, (DatasetFormatError, FileNotFoundError)):
+                y, x = loaded, None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            if isinstance(error, DatasetFormatError):
                 raise
-            raise DatasetFormatError(f"cannot read target file for '{name}' in {targets}: {error}") from error
+            raise DatasetFormatError(f"cannot read target file for '{name}', {path}: {error} "
+                                     f"(expected {expected} in numpy's format, read without "
+                                     "pickle; a truncated or damaged file?)") from error
         for label, array in (("y", y), ("x", x)):
             if array is None:
                 continue
-            if not np.issubdtype(array.dtype, np.number):
-                raise DatasetFormatError(f"'{label}' in {path} must be numeric, got dtype {array.dtype}")
+            if array.dtype.kind not in "iuf":
+                raise DatasetFormatError(f"'{label}' in {path} must be real numbers (integer or "
+                                         f"floating point), got dtype {array.dtype}")
             if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
                 raise DatasetFormatError(f"'{label}' in {path} contains NaN or infinite values")
         y = y.astype(np.float32) if np.issubdtype(y.dtype, np.floating) else y.astype(np.int64)
