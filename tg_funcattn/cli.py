@@ -4,19 +4,22 @@
     tg-funcattn train segmentation --dataset shapenet --root PATH
     tg-funcattn train regression --target geodesic  # resolution transfer table
     tg-funcattn evaluate segmentation --ckpt runs/segmentation/checkpoints/best.ckpt
+                                                    # -> runs/segmentation/checkpoints/evaluation_best.json
     tg-funcattn visualize --ckpt runs/segmentation/checkpoints/best.ckpt --out pictures
     tg-funcattn precompute --dataset rna --root PATH --num-bases 64
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import fields
 from typing import List, Optional
 
 from .nn.presets import PRESETS
-from .training.config import DATA_CONFIGS, SECTIONS, SEGMENTATION, RunConfig, add_arguments, data_config
+from .training.config import (DATA_CONFIGS, SECTIONS, SEGMENTATION, RunConfig, TrainerConfig,
+                              add_arguments, data_config)
 
 EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints/best.ckpt and "
           "last.ckpt (the last finished epoch, to resume from with --ckpt), logs/ (CSV and "
@@ -26,12 +29,41 @@ EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints
           "pip install 'tg-funcattn[train,viz]'.")
 
 #: options that pick what to run rather than configure it (not fields of RunConfig)
-_COMMAND_OPTIONS = ("command", "kind", "preset", "eval_only")
+_COMMAND_OPTIONS = ("command", "kind", "preset", "debug")
+
+EVALUATE_EPILOG = ("Output: evaluation_<checkpoint name>.json (metrics and the data settings) in "
+                   "--out, by default next to the checkpoint; training's own files are never written. "
+                   "The network and the data settings are the checkpoint's, so the options of "
+                   "training are not taken here.")
+
+#: the trainer options of ``evaluate``: how to run the test
+_EVALUATE_TRAINER = ("batch_size", "accelerator", "precision", "num_workers", "limit_batches",
+                     "progress", "chunk_size")
 
 
-def _run_options(parser: argparse.ArgumentParser, kind: str, command: str) -> None:
-    """The options of a training or evaluation run of ``kind``: the fields of
-    its :class:`~tg_funcattn.training.config.RunConfig` sections."""
+def _data_folder_options(parser: argparse.ArgumentParser) -> None:
+    """``--root`` and ``--eigen-cache`` of a command that reads a checkpoint's data."""
+    parser.add_argument("--root", default=None, help="dataset folder, if it moved (default: the "
+                        "absolute folder stored in the checkpoint)")
+    parser.add_argument("--eigen-cache", default=None, help="eigenbasis cache folder, if it moved "
+                        "(default: the checkpoint's)")
+
+
+def _evaluate_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The options of ``evaluate``: the checkpoint, where its data is now, how to
+    run the test, where the scores go; any other option is an error."""
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by training")
+    _data_folder_options(parser)
+    trainer = SECTIONS[kind]["trainer"]
+    add_arguments(parser.add_argument_group("testing (PyTorch Lightning)"), trainer,
+                  skip={f.name for f in fields(trainer)} - set(_EVALUATE_TRAINER))
+    parser.add_argument("--out", default=None, help="folder for evaluation_<checkpoint name>.json "
+                        "(default: the checkpoint's folder)")
+
+
+def _run_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The options of a training run of ``kind``: the fields of its
+    :class:`~tg_funcattn.training.config.RunConfig` sections."""
     sections = SECTIONS[kind]
     preset_keys = {"basis_type"}.union(*(set(p["net"]) | set(p["train"]) for p in PRESETS.values())) \
         if kind == SEGMENTATION else set()
@@ -45,12 +77,18 @@ def _run_options(parser: argparse.ArgumentParser, kind: str, command: str) -> No
     engine = parser.add_argument_group("training (PyTorch Lightning)")
     add_arguments(engine, sections["optim"], preset_keys=preset_keys)
     add_arguments(engine, sections["trainer"], preset_keys=preset_keys)
-    if command == "train":
-        engine.add_argument("--eval-only", action="store_true", help="only evaluate --ckpt")
     add_arguments(parser.add_argument_group("output"), sections["output"])
 
 
+def _debug_option() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error "
+                        "(default: one line saying what went wrong)")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = [_debug_option()]
     parser = argparse.ArgumentParser(
         prog="tg-funcattn", description="Functional attention for point clouds and meshes: train, "
         "evaluate and visualize models, precompute eigenbases.", epilog=EPILOG)
@@ -61,18 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
             dest="kind", required=True, metavar="TASK")
         for kind, what in ((SEGMENTATION, "part or surface segmentation"),
                            ("regression", "per-vertex regression, resolution transfer")):
-            _run_options(kinds.add_parser(kind, help=what, epilog=EPILOG), kind, command)
+            options, epilog = ((_run_options, EPILOG) if command == "train"
+                               else (_evaluate_options, EVALUATE_EPILOG))
+            options(kinds.add_parser(kind, help=what, epilog=epilog, parents=common), kind)
 
     pictures = commands.add_parser("visualize", help="draw a checkpoint's test predictions, "
-                                   "bases and functional maps")
+                                   "bases and functional maps", parents=common)
     pictures.add_argument("--ckpt", required=True, help="checkpoint written by training")
-    pictures.add_argument("--root", default=None, help="dataset folder, if it moved")
+    _data_folder_options(pictures)
     pictures.add_argument("--out", default="pictures", help="folder for the PNGs (default: %(default)s)")
     pictures.add_argument("--num-pictures", type=int, default=4, help="test shapes to draw "
                           "(default: %(default)s)")
     pictures.add_argument("--show", action="store_true", help="also open an interactive window")
 
-    pre = commands.add_parser("precompute", help="compute the eigenbasis cache of a dataset")
+    pre = commands.add_parser("precompute", help="compute the eigenbasis cache of a dataset",
+                              parents=common)
     pre.add_argument("--num-bases", type=int, default=64, help="eigenpairs per shape (default: %(default)s)")
     data = pre.add_argument_group("data")
     data.add_argument("--dataset", required=True,
@@ -99,21 +140,53 @@ def _checked(parser: argparse.ArgumentParser, build, *args):
         parser.error(str(error))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    from .training import run
+
+    given = vars(args)
+    trainer = _checked(parser, SECTIONS[args.kind]["trainer"].from_dict,
+                       {k: given[k] for k in _EVALUATE_TRAINER if k in given})
+    return run.evaluate(args.ckpt, trainer, kind=args.kind, root=args.root,
+                        eigen_cache=args.eigen_cache, out=args.out)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace):
     from .training import run
 
     if args.command == "visualize":
-        result = {"pictures": [str(p) for p in run.visualize(
-            args.ckpt, args.out, args.num_pictures, root=args.root, show=args.show)]}
-    elif args.command == "precompute":
-        options = {k: v for k, v in vars(args).items() if k not in ("command", "num_bases")}
-        result = run.precompute(_checked(parser, data_config, options), args.num_bases)
-    else:
-        config = _checked(parser, run_config, args)
-        evaluating = args.command == "evaluate" or getattr(args, "eval_only", False)
-        result = run.evaluate(config) if evaluating else run.train(config)
+        return {"pictures": [str(p) for p in run.visualize(
+            args.ckpt, args.out, args.num_pictures, root=args.root, eigen_cache=args.eigen_cache,
+            show=args.show)]}
+    if args.command == "precompute":
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "num_bases", "debug")}
+        return run.precompute(_checked(parser, data_config, options), args.num_bases)
+    if args.command == "evaluate":
+        return _evaluate(parser, args)
+    return run.train(_checked(parser, run_config, args))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the command of ``argv``; prints its result as one JSON line on
+    stdout (everything else goes to stderr).  An error is one line on stderr (exit status 1), its traceback only
+    with ``--debug``."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = " ".join(filter(None, (args.command, getattr(args, "kind", None))))
+        why = " (the network and the data settings are the checkpoint's)" if args.command == "evaluate" else ""
+        parser.error(f"{command} does not take {' '.join(unknown)}{why}; "
+                     f"see: tg-funcattn {command} --help")
+    try:
+        # stdout is the result's JSON line: what libraries print (Lightning's progress
+        # bars write to sys.stdout) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            result = _run(parser, args)
+    except Exception as error:  # noqa: BLE001 - the command's users get one line, --debug the rest
+        if args.debug:
+            raise
+        print(f"tg-funcattn: error: {type(error).__name__}: {error}\n(add --debug to see the traceback)",
+              file=sys.stderr)
+        return 1
     if result is not None:  # None in the non-zero ranks of a distributed run
         print(json.dumps(result))
     return 0

@@ -173,7 +173,7 @@ def test_evaluate_reproduces_the_test_metrics(segmentation_run, tmp_path, chunk)
     code = main(["evaluate", "segmentation", "--ckpt", str(out / "checkpoints" / "best.ckpt"),
                  "--out", str(tmp_path), "--no-progress"] + extra)
     assert code == 0
-    evaluated = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    evaluated = json.loads((tmp_path / "evaluation_best.json").read_text())["metrics"]
     for key in ("accuracy", "instance_miou", "class_miou"):
         assert evaluated[key] == pytest.approx(summary[key], abs=1e-5)
 
@@ -288,7 +288,7 @@ def test_distributed_data_parallel_on_two_cpu_processes(segmentation_run, tmp_pa
         (steps, single_steps)
     main(["evaluate", "segmentation", "--ckpt", str(tmp_path / "run" / "checkpoints" / "best.ckpt"),
           "--out", str(tmp_path / "evaluated"), "--no-progress"])
-    evaluated = json.loads((tmp_path / "evaluated" / "metrics.json").read_text())["metrics"]
+    evaluated = json.loads((tmp_path / "evaluated" / "evaluation_best.json").read_text())["metrics"]
     for key in ("accuracy", "instance_miou", "class_miou"):
         assert evaluated[key] == pytest.approx(summary[key], abs=1e-5), key
 
@@ -353,8 +353,8 @@ def test_a_resume_that_fails_at_once_names_the_checkpoint_and_keeps_the_logs(tmp
     logs.mkdir(parents=True)
     (logs / "metrics.csv").write_text("epoch,step,train_loss\n0,3,1.5\n")
     (logs / "hparams.yaml").write_text("net: {}\n")
-    with pytest.raises(SystemExit, match="--ckpt .*missing.ckpt: no such checkpoint file"):
-        main(["train", "segmentation", *TINY_SEG, "--root", str(tmp_path / "data"),
+    with pytest.raises(FileNotFoundError, match="--ckpt .*missing.ckpt: no such checkpoint file"):
+        main(["train", "segmentation", *TINY_SEG, "--root", str(tmp_path / "data"), "--debug",
               "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "run"), "--no-viz"])
     assert (logs / "metrics.csv").read_text() == "epoch,step,train_loss\n0,3,1.5\n"
     assert sorted(p.name for p in logs.iterdir()) == ["hparams.yaml", "metrics.csv"]
@@ -365,7 +365,7 @@ def test_a_failed_metrics_write_keeps_the_previous_file(tmp_path, monkeypatch):
     previous metrics.json as it was, and no temporary file."""
     from tg_funcattn.training import run
 
-    run._write(tmp_path, {"metrics": {"accuracy": 0.5}})
+    run._write(tmp_path / "metrics.json", {"metrics": {"accuracy": 0.5}})
     before = (tmp_path / "metrics.json").read_bytes()
 
     def full_disk(fd):
@@ -373,7 +373,7 @@ def test_a_failed_metrics_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        run._write(tmp_path, {"metrics": {"accuracy": 0.9}})
+        run._write(tmp_path / "metrics.json", {"metrics": {"accuracy": 0.9}})
     assert (tmp_path / "metrics.json").read_bytes() == before
     assert json.loads(before) == {"metrics": {"accuracy": 0.5}}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
@@ -396,14 +396,117 @@ def test_help_shows_every_default_and_the_split_sizes():
     assert SegmentationDataConfig(shapes=3).synthetic_split_sizes == (3, 1, 1)
 
 
-def test_stdout_is_the_json_line_and_stderr_has_no_lightning_warnings(tmp_path):
+def cli(*argv, cwd=None, timeout=600):
+    """``python -m tg_funcattn.cli *argv`` in a subprocess (stdout and stderr as text)."""
+    return subprocess.run([sys.executable, "-m", "tg_funcattn.cli", *map(str, argv)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=timeout, cwd=cwd)
+
+
+def test_stdout_is_the_json_line_and_stderr_has_no_lightning_noise(tmp_path):
     """``tg-funcattn ... | jq`` works: Filament's native prints went to stdout, and
-    stderr carried Lightning's LeafSpec deprecation and log_every_n_steps warnings."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tg_funcattn.cli", "train", "segmentation", *TINY_SEG,
-         "--max-epochs", "1", "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    stderr carried Lightning's LeafSpec deprecation and log_every_n_steps warnings,
+    its LitLogger tip, accelerator lines, and ``v_num=oard`` in the progress bar."""
+    with_progress = [a for a in TINY_SEG if a != "--no-progress"]
+    result = cli("train", "segmentation", *with_progress, "--max-epochs", "1", "--root", tmp_path / "data",
+                 "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and "accuracy" in json.loads(lines[0]), result.stdout
-    assert "LeafSpec" not in result.stderr and "log_every_n_steps" not in result.stderr
+    assert "Epoch 0" in result.stderr  # the progress bar is on
+    for noise in ("LeafSpec", "log_every_n_steps", "Tip:", "litlogger", "GPU available", "TPU available",
+                  "v_num=oard", "Trainer.fit` stopped"):
+        assert noise not in result.stderr, noise
+
+
+def test_a_checkpoint_finds_its_data_from_any_folder(segmentation_run, tmp_path):
+    """The data root is stored as an absolute path: evaluating from another folder reads
+    the data the model was trained on (it regenerated it under ./datasets)."""
+    tmp, out, summary = segmentation_run
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = cli("evaluate", "segmentation", "--ckpt", out / "checkpoints" / "best.ckpt", "--no-progress",
+                 cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-5)
+    assert list(elsewhere.iterdir()) == []  # nothing generated or written here
+    stored = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]["data"]
+    assert stored["root"] == str(tmp / "data") and os.path.isabs(stored["root"])
+
+
+def test_a_relative_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--root", "data", "--out", "run",
+          "--no-viz"])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["config"]["data"]["root"] == str(tmp_path / "data")
+    assert saved["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "best.ckpt")
+
+
+def test_moved_data_is_an_error_naming_the_folder_and_root_reads_it(segmentation_run, tmp_path):
+    tmp, out, summary = segmentation_run
+    checkpoint = tmp_path / "model.ckpt"
+    saved = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    saved["hyper_parameters"]["data"]["root"] = str(tmp_path / "gone")
+    torch.save(saved, checkpoint)
+    moved = cli("evaluate", "segmentation", "--ckpt", checkpoint, "--no-progress", cwd=tmp_path)
+    assert moved.returncode == 1 and moved.stdout == ""
+    assert f"is not at {tmp_path / 'gone'}" in moved.stderr and "pass --root" in moved.stderr
+    assert not (tmp_path / "gone").exists()
+    found = cli("evaluate", "segmentation", "--ckpt", checkpoint, "--root", tmp / "data", "--no-progress")
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert json.loads(found.stdout)["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-5)
+
+
+def test_evaluate_writes_next_to_the_checkpoint_never_over_training_outputs(segmentation_run, tmp_path):
+    tmp, out, summary = segmentation_run
+    training_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    ckpt = out / "checkpoints" / "best.ckpt"
+    assert main(["evaluate", "segmentation", "--ckpt", str(ckpt), "--no-progress"]) == 0
+    written = json.loads((out / "checkpoints" / "evaluation_best.json").read_text())
+    assert written["metrics"]["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-5)
+    assert written["checkpoint"] == str(ckpt) and written["data"]["root"] == str(tmp / "data")
+    # --out at the training folder: its metrics.json keeps the training run's metrics and configuration
+    assert main(["evaluate", "segmentation", "--ckpt", str(ckpt), "--out", str(out), "--no-progress"]) == 0
+    for path, content in training_files.items():
+        assert path.read_bytes() == content, path
+    (out / "evaluation_best.json").unlink()
+    (out / "checkpoints" / "evaluation_best.json").unlink()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["evaluate", "segmentation", "--ckpt", "x.ckpt", "--points", "5"], "--points"),
+    (["evaluate", "segmentation", "--ckpt", "x.ckpt", "--hidden", "8"], "--hidden"),
+    (["evaluate", "regression", "--ckpt", "x.ckpt", "--max-epochs", "3"], "--max-epochs"),
+    (["visualize", "--ckpt", "x.ckpt", "--batch-size", "3"], "--batch-size")])
+def test_options_that_do_not_apply_to_a_command_are_errors(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"does not take {flag}" in err
+
+
+def test_an_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    """A missing data set (MeshRegression, which has no download) and a missing checkpoint."""
+    for argv in (["train", "regression", "--dataset", "mesh", "--root", tmp_path / "nothing", "--no-progress"],
+                 ["evaluate", "segmentation", "--ckpt", tmp_path / "missing.ckpt"]):
+        result = cli(*argv)
+        assert result.returncode == 1 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert "Traceback" not in result.stderr and len(lines) == 2, result.stderr
+        assert lines[0].startswith("tg-funcattn: error: ") and str(tmp_path) in lines[0]
+        assert lines[1] == "(add --debug to see the traceback)"
+        debug = cli(*argv, "--debug")
+        assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80", "half"])
+def test_a_broken_checkpoint_is_an_error_naming_it(segmentation_run, tmp_path, content):
+    _, out, _ = segmentation_run
+    if content == "half":
+        whole = (out / "checkpoints" / "best.ckpt").read_bytes()
+        content = whole[: len(whole) // 2]
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"checkpoint {path} .*cannot be read: it is truncated or not a "
+                                         "checkpoint.*expected a checkpoint written by tg-funcattn"):
+        load_model(path)

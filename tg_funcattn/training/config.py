@@ -137,6 +137,13 @@ class DataConfig(_Section):
     def eigen_cache_dir(self) -> str:
         return self.eigen_cache or os.path.join(self.root_dir, "eigen_cache")
 
+    def absolute(self) -> "DataConfig":
+        """These settings with the data root (and a given eigenbasis cache) as
+        absolute paths, resolved against the current folder: what a checkpoint
+        stores, so that it finds its data from any folder."""
+        cache = os.path.abspath(self.eigen_cache) if self.eigen_cache else None
+        return dataclasses.replace(self, root=os.path.abspath(self.root_dir), eigen_cache=cache)
+
 
 @dataclass(frozen=True)
 class SegmentationDataConfig(DataConfig):

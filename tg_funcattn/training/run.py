@@ -3,10 +3,15 @@
 example scripts."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
+import os
+import pickle
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -50,14 +55,15 @@ def _monitor(data: DataConfig):
     return ("val_instance_miou", "max") if data.dataset != "rna" else ("val_accuracy", "max")
 
 
-def _log_version(logs: Path) -> str:
-    """The log folder (relative to ``logs``) of a new run: ``""`` for the first run
-    into ``logs``, ``version_1``, ``version_2``, ... for later ones (a resume), so
-    that no run deletes or rewrites the logs and ``hparams.yaml`` of an earlier one."""
+def _log_version(logs: Path):
+    """The log version of a new run: ``""`` (the folder ``logs`` itself) for the
+    first run into ``logs``, 1, 2, ... (``logs/version_N``) for later ones (a
+    resume), so that no run deletes or rewrites the logs and ``hparams.yaml`` of
+    an earlier one."""
     if not logs.is_dir() or not any(logs.iterdir()):
         return ""
     taken = [int(p.name[8:]) for p in logs.glob("version_*") if p.name[8:].isdigit()]
-    return f"version_{max(taken, default=0) + 1}"
+    return max(taken, default=0) + 1
 
 
 def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = False):
@@ -76,11 +82,12 @@ def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = Fal
                   limit_test_batches=trainer.limit_batches)
     if testing:
         return L.Trainer(devices=1, logger=False, enable_checkpointing=False, **common), None
+    # the same version for both loggers, so the progress bar shows it as v_num=N
     version = _log_version(out / "logs")
     loggers = [CSVLogger(save_dir=str(out), name="logs", version=version)]
     if available("tensorboard"):
-        loggers.append(TensorBoardLogger(save_dir=str(out), name="logs",
-                                         version=str(Path(version) / "tensorboard")))
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="logs", version=version,
+                                         sub_dir="tensorboard"))
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor=monitor[0],
                                  mode=monitor[1], enable_version_counter=False)
     # last.ckpt after every epoch: Lightning 2.6's save_last=True writes it only when the
@@ -94,6 +101,20 @@ def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = Fal
                        limit_train_batches=trainer.limit_batches,
                        limit_val_batches=trainer.limit_batches, **common)
     return engine, checkpoint
+
+
+@contextlib.contextmanager
+def _lightning_warnings_only():
+    """Lightning's info lines (available accelerators, a logger tip, "fit stopped",
+    checkpoint restoring) are not shown while a command runs: its own output says
+    what ran.  Lightning's warnings still are."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # Lightning 2.6 calls a torch.utils._pytree check that torch 2.13 deprecates, once per
@@ -119,15 +140,30 @@ def _task_arguments(saved: Dict) -> Dict:
     return arguments
 
 
+def _read_checkpoint(path) -> Dict:
+    """The contents of the checkpoint file ``path`` (``weights_only=True``); a
+    missing, empty, truncated or foreign file is an error naming it."""
+    expected = "expected a checkpoint written by tg-funcattn training (checkpoints/best.ckpt or last.ckpt)"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path}: no such file; {expected}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        size = os.path.getsize(path)
+        raise ValueError(f"checkpoint {path} ({size} bytes) cannot be read: it is truncated or not a "
+                         f"checkpoint ({type(error).__name__}); {expected}") from error
+    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
+        raise ValueError(f"checkpoint {path} has no hyper-parameters; {expected}")
+    return checkpoint
+
+
 def load_task(path):
     """``(task, kind)`` of a checkpoint written by training, loaded with
     ``weights_only=True``; checkpoints of earlier versions load too."""
     require("lightning", "Training")
     from .tasks import RegressionTask, SegmentationTask
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "hyper_parameters" not in checkpoint:
-        raise ValueError(f"{path} has no hyper-parameters: not a checkpoint written by tg-funcattn training")
+    checkpoint = _read_checkpoint(path)
     arguments = _task_arguments(checkpoint["hyper_parameters"])
     kind = data_config(arguments["data"]).kind
     task = (SegmentationTask if kind == SEGMENTATION else RegressionTask)(**arguments)
@@ -143,12 +179,22 @@ def load_model(path, map_location="cpu"):
     return task.model.to(map_location).eval()
 
 
-def _test_sets(task, root: Optional[str]):
+#: data sets that are generated (the others are downloaded or the user's)
+_GENERATED = ("synthetic", "operator")
+
+
+def _test_sets(task, ckpt, root: Optional[str] = None, eigen_cache: Optional[str] = None):
     """``(tests, data)``: the test sets of the data a trained task was trained
-    on, read from ``root`` if given."""
+    on, read from ``root`` (and ``eigen_cache``) if given, else from where the
+    checkpoint ``ckpt`` says they were; a data folder that is no longer there is
+    an error, not a new download or generation somewhere else."""
     data = data_config(task.hparams.data)
-    if root is not None:
-        data = dataclasses.replace(data, root=root)
+    given = {k: v for k, v in (("root", root), ("eigen_cache", eigen_cache)) if v is not None}
+    data = dataclasses.replace(data, **given).absolute()
+    if root is None and not os.path.isdir(data.root):
+        again = " (it is generated there again)" if data.dataset in _GENERATED else ""
+        raise FileNotFoundError(f"the {data.dataset} data of checkpoint {ckpt} is not at {data.root} any "
+                                f"more: pass --root with the folder that holds it now{again}")
     net = task.hparams.net
     return build_data(data, _eigenpairs(net["basis_type"], net["num_bases"]))[2], data
 
@@ -170,24 +216,26 @@ def _summary(kind: str, results: Dict) -> Dict:
     return {"rel_l2": {name: r["rel_l2"] for name, r in results.items()}}
 
 
-def _write(out: Path, payload: Dict) -> None:
-    """``out/metrics.json``, written atomically: a failed write keeps the previous file."""
+def _write(path: Path, payload: Dict) -> None:
+    """``payload`` as JSON in ``path``, written atomically: a failed write keeps the previous file."""
     text = json.dumps(payload, indent=1, default=str).encode()
-    atomic_write(out / "metrics.json", lambda f: f.write(text))
+    atomic_write(path, lambda f: f.write(text))
 
 
 # ---------------------------------------------------------------- commands
 def train(config: RunConfig) -> Optional[Dict]:
     """Trains (or resumes from ``config.trainer.ckpt``), tests the best
     checkpoint, writes ``metrics.json`` and pictures to ``config.out_dir`` and
-    returns the summary (``None`` in the other processes of a distributed run)."""
+    returns the summary (``None`` in the other processes of a distributed run).
+    The checkpoints store the data root as an absolute path."""
     L = require("lightning", "Training")
     from .tasks import RegressionTask, SegmentationTask
 
     start = time.time()
-    out, run, model = Path(config.out_dir), config.trainer, config.model
+    config = dataclasses.replace(config, data=config.data.absolute())
+    out, run, model = Path(config.out_dir).absolute(), config.trainer, config.model
     if run.ckpt and not Path(run.ckpt).is_file():
-        raise SystemExit(f"--ckpt {run.ckpt}: no such checkpoint file to resume from")
+        raise FileNotFoundError(f"--ckpt {run.ckpt}: no such checkpoint file to resume from")
     L.seed_everything(run.seed, workers=True, verbose=False)
     basis_type = model.resolved_basis_type(config.data.dataset)
     train_set, val_set, tests, info = build_data(config.data, _eigenpairs(basis_type, model.num_bases))
@@ -199,51 +247,67 @@ def train(config: RunConfig) -> Optional[Dict]:
     else:
         task = RegressionTask(net, plain["optim"], plain["data"])
     task.chunk_size = run.chunk_size
-    engine, checkpoint = make_trainer(run, out, _monitor(config.data))
-    engine.fit(task, _loader(train_set, run, shuffle=True), _loader(val_set, run),
-               ckpt_path=run.ckpt, weights_only=True if run.ckpt else None)
-    if not engine.is_global_zero:  # the other processes of a distributed run are done
-        return None
-    best = checkpoint.best_model_path or str(out / "checkpoints" / "last.ckpt")
-    tester = engine if engine.world_size == 1 else make_trainer(run, out, None, testing=True)[0]
-    results = _test_metrics(tester, task, tests, run, ckpt_path=best)
+    with _lightning_warnings_only():
+        engine, checkpoint = make_trainer(run, out, _monitor(config.data))
+        engine.fit(task, _loader(train_set, run, shuffle=True), _loader(val_set, run),
+                   ckpt_path=run.ckpt, weights_only=True if run.ckpt else None)
+        if not engine.is_global_zero:  # the other processes of a distributed run are done
+            return None
+        best = checkpoint.best_model_path or str(out / "checkpoints" / "last.ckpt")
+        tester = engine if engine.world_size == 1 else make_trainer(run, out, None, testing=True)[0]
+        results = _test_metrics(tester, task, tests, run, ckpt_path=best)
     summary = _summary(config.kind, results)
     summary["wall_seconds"] = round(time.time() - start, 1)
-    _write(out, {"task": config.kind, "metrics": summary, "per_split": results, "checkpoint": best,
-                 "config": plain, "net": net})
+    _write(out / "metrics.json", {"task": config.kind, "metrics": summary, "per_split": results,
+                                  "checkpoint": best, "config": plain, "net": net})
     if config.output.viz:
         best_task, _ = load_task(best)
         write_run_pictures(best_task, config.kind, tests, out, config.output.num_pictures)
     return summary
 
 
-def evaluate(config: RunConfig) -> Dict:
-    """Tests the checkpoint ``config.trainer.ckpt`` on the data it was trained
-    on (read from ``config.data.root`` if given); writes ``metrics.json`` to
-    ``config.out_dir``.  The network and data are the checkpoint's."""
-    run = config.trainer
-    if not run.ckpt:
-        raise SystemExit("evaluation needs --ckpt PATH (a checkpoint written by training)")
+def evaluation_path(ckpt, out: Optional[str] = None) -> Path:
+    """Where :func:`evaluate` writes the scores of checkpoint ``ckpt``:
+    ``<out>/evaluation_<checkpoint name>.json``, ``out`` defaulting to the
+    checkpoint's folder (never a file that training writes)."""
+    ckpt = Path(ckpt)
+    return Path(out if out is not None else ckpt.parent) / f"evaluation_{ckpt.stem}.json"
+
+
+def evaluate(ckpt, trainer: TrainerConfig = TrainerConfig(), *, kind: Optional[str] = None,
+             root: Optional[str] = None, eigen_cache: Optional[str] = None,
+             out: Optional[str] = None) -> Dict:
+    """Tests the checkpoint ``ckpt`` on the test sets of the data it was
+    trained on (from ``root``/``eigen_cache`` if given, else from the folder
+    the checkpoint names) and writes the scores, with the data settings, to
+    :func:`evaluation_path` ``(ckpt, out)``.  The network and data are the
+    checkpoint's; ``trainer`` gives the batch size, accelerator, precision,
+    workers, batch limit, progress bar and ``chunk_size``.  ``kind``, if given,
+    is the kind of model expected (``"segmentation"`` or ``"regression"``)."""
     start = time.time()
-    task, kind = load_task(run.ckpt)
-    if kind != config.kind:
-        raise SystemExit(f"--ckpt {run.ckpt} holds a {kind} model, not a {config.kind} one")
-    task.chunk_size = run.chunk_size
-    tests, data = _test_sets(task, config.data.root)
-    engine, _ = make_trainer(run, Path(config.out_dir), None, testing=True)
-    results = _test_metrics(engine, task, tests, run)
-    summary = _summary(kind, results)
+    task, found = load_task(ckpt)
+    if kind is not None and found != kind:
+        raise ValueError(f"checkpoint {ckpt} holds a {found} model, not a {kind} one")
+    task.chunk_size = trainer.chunk_size
+    tests, data = _test_sets(task, ckpt, root, eigen_cache)
+    target = evaluation_path(ckpt, out)
+    with _lightning_warnings_only():
+        engine, _ = make_trainer(trainer, target.parent, None, testing=True)
+        results = _test_metrics(engine, task, tests, trainer)
+    summary = _summary(found, results)
     summary["wall_seconds"] = round(time.time() - start, 1)
-    _write(Path(config.out_dir), {"task": kind, "metrics": summary, "per_split": results,
-                                  "checkpoint": str(run.ckpt), "data": dataclasses.asdict(data)})
+    _write(target, {"task": found, "metrics": summary, "per_split": results,
+                    "checkpoint": str(Path(ckpt).absolute()), "data": dataclasses.asdict(data)})
     return summary
 
 
-def visualize(ckpt: str, out: str, num_pictures: int, root: Optional[str], show: bool) -> list:
+def visualize(ckpt: str, out: str, num_pictures: int, root: Optional[str] = None,
+              eigen_cache: Optional[str] = None, show: bool = False) -> list:
     """Pictures of a trained checkpoint's test predictions, in ``out``; the
-    data is read from ``root`` if given."""
+    data is read from ``root``/``eigen_cache`` if given (else from where the
+    checkpoint says)."""
     task, kind = load_task(ckpt)
-    tests, _ = _test_sets(task, root)
+    tests, _ = _test_sets(task, ckpt, root, eigen_cache)
     return write_run_pictures(task, kind, tests, Path(out), num_pictures, show=show)
 
 
