@@ -10,6 +10,7 @@ compiled model has no graph breaks.
 """
 from __future__ import annotations
 
+import struct
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -50,6 +51,13 @@ class ValueChecks:
             values = values.reshape(-1).long()
             self._checks.append((values, message, values.numel()))
 
+    def add_float(self, values: Tensor, message: Callable[[List[float]], Optional[str]]) -> None:
+        """Like :meth:`add` for floating point values, read back as float32
+        (their bits travel with the integers: still one synchronisation)."""
+        if not tracing():
+            bits = values.detach().reshape(-1).float().view(torch.int32)
+            self.add(bits, lambda v: message([_float32_of(b) for b in v]))
+
     def run(self) -> None:
         if not self._checks:
             return
@@ -61,6 +69,11 @@ class ValueChecks:
             start += size
             if error is not None:
                 raise ValueError(error)
+
+
+def _float32_of(bits: int) -> float:
+    """The float32 whose bits are the int32 ``bits``."""
+    return struct.unpack("<f", struct.pack("<i", bits))[0]
 
 
 def _run_now(checks: Optional[ValueChecks]) -> Tuple[ValueChecks, bool]:

@@ -3,6 +3,7 @@ convention of PyG's SGFormer, Polynormer and PerformerAttention."""
 import pytest
 import torch
 from helpers import batch_vector
+from reference import orthonormal_basis
 from torch_geometric.utils import to_dense_batch
 
 from tg_funcattn.nn import DenseFunctionalAttention, FunctionalAttention
@@ -65,7 +66,10 @@ def test_mass_and_basis_follow_the_mask():
     x, batch, dense, mask = padded([7, 4, 12, 5])
     gen = torch.Generator().manual_seed(1)
     mass = torch.rand(len(x), generator=gen, dtype=torch.float64) + 0.5
-    basis = torch.randn(len(x), 6, generator=gen, dtype=torch.float64)
+    # the first 4 columns (those used) orthonormal in the mass on every graph
+    basis = torch.cat([torch.cat([orthonormal_basis(n, 4, mass[batch == g], gen),
+                                  torch.randn(n, 2, generator=gen, dtype=torch.float64)], dim=1)
+                       for g, n in enumerate([7, 4, 12, 5])])
     out = dense_attn(dense, mask, mass=to_dense_batch(mass, batch)[0],
                      basis=to_dense_batch(basis, batch)[0])
     torch.testing.assert_close(out[mask], dense_attn.attn(x, batch, mass=mass, basis=basis))

@@ -28,7 +28,11 @@ def make_inputs(sizes, channels=16, num_bases=4, dtype=torch.float64, with_mass=
     mass = torch.rand(batch.numel(), dtype=dtype) + 0.1 if with_mass else None
     ones = torch.ones(batch.numel(), dtype=dtype)
     m = mass if with_mass else ones  # an eigenbasis is orthonormal in the mass it is used with
-    basis = torch.cat([orthonormal_basis(n, num_bases + 2, m[batch == g])
+    # the first num_bases columns (those used) orthonormal on every graph of at least
+    # num_bases nodes, the two columns beyond them only where the graph has room
+    basis = torch.cat([orthonormal_basis(n, num_bases + 2, m[batch == g]) if n >= num_bases + 2
+                       else torch.cat([orthonormal_basis(n, num_bases, m[batch == g]),
+                                       torch.randn(n, 2, dtype=dtype)], dim=1)
                        for g, n in enumerate(sizes)])
     return x, batch, mass, basis
 
@@ -444,10 +448,10 @@ def test_bad_basis():
         with pytest.raises(ValueError, match=r"'basis' must have shape"):
             layer(x, basis=torch.randn(5, 4))
         with pytest.raises(ValueError, match="'basis' contains"):
-            layer(x, basis=torch.full((6, 4), float("nan")))
+            layer(x, mass=torch.ones(6), basis=torch.full((6, 4), float("nan")))
         x7 = torch.randn(7, 16)
         with pytest.raises(ValueError, match="graph 1 has 3 nodes, fewer than the 4 required"):
-            layer(x7, torch.tensor([0, 0, 0, 0, 1, 1, 1]), basis=torch.randn(7, 4))
+            layer(x7, torch.tensor([0, 0, 0, 0, 1, 1, 1]), torch.ones(7), torch.randn(7, 4))
 
 
 def test_laplacian_init_survives_vanishing_and_repeated_columns():

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 from helpers import ROOT
+from reference import orthonormal_basis
 from torch.nn import Linear, ReLU, Sequential
 from torch_geometric.data import Batch
 from torch_geometric.nn import GINEConv, GPSConv
@@ -188,12 +189,20 @@ def test_laplacian_basis_and_mass_reach_the_attention():
     layer = FuncAttnGPSConv(32, None, heads=4, norm=None,
                             attn_kwargs=dict(num_bases=4, basis_type="laplacian"))
     x = torch.randn(data.num_nodes, 32)
-    basis = torch.randn(data.num_nodes, 6)
-    out = layer(x, data.edge_index, data.batch, basis=basis, batch_size=3)
-    expected = x + layer.attn(x, data.batch, basis=basis)
+    mass, other = torch.rand(2, data.num_nodes) + 0.5
+    # a basis orthonormal in each mass on every graph (the Laplacian kinds need its mass)
+    basis, basis_other = (torch.cat([orthonormal_basis(int(n), 6, m[data.batch == g])
+                                     for g, n in enumerate(data.batch.bincount())])
+                          for m in (mass, other))
+    out = layer(x, data.edge_index, data.batch, mass=mass, basis=basis, batch_size=3)
+    expected = x + layer.attn(x, data.batch, mass=mass, basis=basis)
     torch.testing.assert_close(out - layer.mlp(expected), expected)
-    mass = torch.rand(data.num_nodes) + 0.5
-    assert not torch.allclose(layer(x, data.edge_index, data.batch, basis=basis, mass=mass), out)
+    out_other = layer(x, data.edge_index, data.batch, mass=other, basis=basis_other)
+    expected = x + layer.attn(x, data.batch, mass=other, basis=basis_other)
+    torch.testing.assert_close(out_other - layer.mlp(expected), expected)
+    assert not torch.allclose(out_other, out)
+    with pytest.raises(ValueError, match="basis_type='laplacian' needs the 'mass' argument"):
+        layer(x, data.edge_index, data.batch, basis=basis)
 
 
 def test_bad_input_names_the_argument():

@@ -105,8 +105,9 @@ def test_state_dicts_with_the_old_parameter_names_load(kind):
     target.load_state_dict(old)
     pos, batch = torch.randn(30, 3), batch_vector([12, 18])
     basis = None if kind == "learned" else torch.randn(30, 4)
-    torch.testing.assert_close(target(None, pos, batch, basis=basis),
-                               source(None, pos, batch, basis=basis))
+    mass = torch.rand(30) + 0.5
+    torch.testing.assert_close(target(None, pos, batch, mass, basis),
+                               source(None, pos, batch, mass, basis))
 
 
 def test_an_eigenbasis_of_other_points_names_the_likely_cause():

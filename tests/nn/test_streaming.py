@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import KINDS, batch_vector, input_and_parameter_grads, random_inputs
 from probes import LargestTensor
+from reference import orthonormal_basis
 
 from tg_funcattn.nn import FuncAttnNet, FunctionalAttention
 
@@ -14,7 +15,10 @@ def test_chunked_equals_one_pass(kind, chunk_size):
     """Streaming over chunks (chunks cutting through graphs) gives the one-pass
     output, bases, maps and gradients (float64)."""
     layer = FunctionalAttention(32, 4, 6, kind).double()
-    x, batch, mass, basis = random_inputs(kind, [40, 7, 300, 90])
+    sizes = [40, 7, 300, 90]
+    x, batch, mass, basis = random_inputs(kind, sizes)
+    if kind == "laplacian":  # a fixed basis must be orthonormal in the mass
+        basis = torch.cat([orthonormal_basis(n, 6, mass[batch == g]) for g, n in enumerate(sizes)])
     out, bases, fmap = layer(x, batch, mass=mass, basis=basis, return_maps=True)
     grads = input_and_parameter_grads(out, x, layer)
     out_c, bases_c, fmap_c = layer(x, batch, mass=mass, basis=basis, return_maps=True,
@@ -96,21 +100,22 @@ def test_autocast_ill_conditioned_and_rank_deficient(kind, amp_dtype):
               rank_one, torch.randn(80, channels) * 1e-3]  # tiny keys
     x = torch.cat(graphs).requires_grad_()
     batch = batch_vector([g.shape[0] for g in graphs])
-    basis = None
+    basis = mass = None
     if kind != "learned":  # an orthonormal basis per graph (uniform mass 1/n)
         basis = torch.cat([torch.linalg.qr(torch.randn(g.shape[0], bases))[0] * g.shape[0] ** 0.5
                            for g in graphs])
+        mass = torch.cat([torch.full((g.shape[0],), 1.0 / g.shape[0]) for g in graphs])
     with torch.no_grad():
-        ref = layer(x, batch, basis=basis)
+        ref = layer(x, batch, mass, basis)
     with torch.autocast("cpu", dtype=amp_dtype):
-        out, _, fmap = layer(x, batch, basis=basis, return_maps=True)
+        out, _, fmap = layer(x, batch, mass, basis, return_maps=True)
     assert out.dtype == amp_dtype
     assert fmap.dtype in (torch.float64, torch.float32)  # the solve ran wide
     assert torch.isfinite(out).all()
     err = (out.float() - ref).norm() / ref.norm()
     assert err < 0.05, err
     with torch.no_grad(), torch.autocast("cpu", dtype=amp_dtype):  # streamed: the same numbers
-        streamed = layer(x, batch, basis=basis, chunk_size=50)
+        streamed = layer(x, batch, mass, basis, chunk_size=50)
     assert (streamed.float() - out.float()).norm() / ref.norm() < 0.02
     out.float().square().mean().backward()  # a loss of the usual scale (fp16 has no GradScaler here)
     assert torch.isfinite(x.grad).all()

@@ -45,6 +45,14 @@ PARTITION_EPS = 1e-6
 #: (e.g. an eigenfunction of a mesh component that no sampled point hit) gives
 #: a zero column instead of a failed factorisation.
 GRAM_JITTER = 1e-5
+#: Tolerance of the mass-orthonormality check of a given ``basis_type="laplacian"``
+#: basis: per graph, every entry of :math:`\Psi^\top\mathbf{M}\Psi - \mathbf{I}`
+#: (first ``num_bases`` columns, computed in float32) must be at most this in
+#: absolute value.  Eigenbases of :class:`~tg_funcattn.transforms.LaplacianEigenbasis`
+#: on their own vertices or points deviate by at most about ``1e-6`` in float32;
+#: an eigenbasis interpolated to sampled points deviates by the quadrature
+#: error (0.1 to 0.7 measured), which ``"laplacian_init"`` re-orthonormalises.
+BASIS_ATOL = 1e-2
 
 
 def wide_dtype(device: torch.device) -> torch.dtype:
@@ -62,10 +70,13 @@ class Basis(Module):
     what the layer must provide: ``uses_eigenbasis``
     (the ``basis`` tensor of the forward pass), ``normalized_mass`` (node
     weights normalised to sum to one per graph, else the raw mass), and
-    ``min_nodes_is_num_bases`` (a graph needs at least ``num_bases`` nodes).
+    ``min_nodes_is_num_bases`` (a graph needs at least ``num_bases`` nodes) and
+    ``needs_orthonormal_basis`` (the given basis must be orthonormal in the
+    mass inner product as it is; checked with :data:`BASIS_ATOL`).
     """
 
     uses_eigenbasis: bool = False
+    needs_orthonormal_basis: bool = False
     normalized_mass: bool = False
     min_nodes_is_num_bases: bool = False
 
@@ -188,9 +199,12 @@ class FixedOrthonormal(Basis):
     r"""``basis_type="laplacian"``: the given basis :math:`\Psi` (e.g.
     Laplace-Beltrami eigenfunctions), orthonormal in the mass inner product,
     shared by all heads: :math:`\mathbf{A} = \Psi^\top\mathbf{M}\mathbf{V}`.
-    No parameters."""
+    No parameters.  The orthonormality is a precondition, not corrected
+    (a basis scaled by 100 makes the output about 7600 times too large); the
+    layer checks it (see :data:`BASIS_ATOL`)."""
 
     uses_eigenbasis = True
+    needs_orthonormal_basis = True
     min_nodes_is_num_bases = True
 
     def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
@@ -217,7 +231,13 @@ class AdaptedOrthonormal(_ProjectedBasis):
     whose last layer (``proj``) is zero-initialised, re-orthonormalised per
     graph in the mass inner product with the inverse Cholesky factor
     :math:`\mathbf{R}^{-1}` of the Gram matrix (see :data:`GRAM_JITTER`).
-    Equal to :math:`\Psi` at initialisation (up to the jitter)."""
+    Equal to :math:`\Psi` at initialisation (up to the jitter) when
+    :math:`\Psi` is mass-orthonormal.  Any basis of full rank is accepted
+    as given: the re-orthonormalisation makes the output at initialisation
+    the same (up to the jitter) for :math:`\Psi` and :math:`\Psi\mathbf{S}` with
+    :math:`\mathbf{S}` upper triangular with a positive diagonal (e.g. a
+    scaled basis), so an eigenbasis interpolated to sampled points
+    (orthonormal only up to the quadrature error) needs no correction."""
 
     uses_eigenbasis = True
     min_nodes_is_num_bases = True
@@ -303,4 +323,5 @@ def make_basis(basis_type: str, channels: int, heads: int, num_bases: int, *, bi
 
 
 __all__ = ["Basis", "LearnedPartition", "FixedOrthonormal", "AdaptedOrthonormal", "BASIS_TYPES",
-           "uses_eigenbasis", "make_basis", "PARTITION_EPS", "GRAM_JITTER", "wide_dtype"]
+           "uses_eigenbasis", "make_basis", "PARTITION_EPS", "GRAM_JITTER", "BASIS_ATOL",
+           "wide_dtype"]

@@ -12,7 +12,7 @@ from torch.nn import Linear, Parameter
 from .._deprecation import renamed
 from .._validation import ValueChecks, check_finite, check_tensor
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming, validate_layout
-from .bases import BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, make_basis, wide_dtype
+from .bases import BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, make_basis, wide_dtype
 
 __all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER",
            "REL_RIDGE"]
@@ -66,6 +66,8 @@ class FunctionalAttention(torch.nn.Module):
     * ``"laplacian"``: a fixed basis passed as ``basis`` (e.g. Laplace-Beltrami
       eigenfunctions), orthonormal in the mass inner product,
       :math:`\Phi^\top\mathbf{M}\Phi = \mathbf{I}`; :math:`\mathbf{D} = \mathbf{I}`.
+      The layer checks this per graph (every entry within
+      :data:`~tg_funcattn.nn.bases.BASIS_ATOL` of the identity; ``check_basis``).
     * ``"laplacian_init"``: :math:`\Phi = \mathrm{orth}_M(\Psi + \Delta(\mathbf{u}))`,
       the given basis plus a learned per-head correction whose last layer is
       zero-initialised, re-orthonormalised per graph in the mass inner product
@@ -73,7 +75,13 @@ class FunctionalAttention(torch.nn.Module):
       :math:`10^{-5}` so that a column vanishing on a graph -- an
       eigenfunction of a mesh component no sampled point hit -- stays zero
       instead of failing); equal to :math:`\Psi` at initialisation (up to
-      the jitter).
+      the jitter).  :math:`\Psi` need not be orthonormal (e.g. an eigenbasis
+      interpolated to sampled points, orthonormal up to the quadrature error):
+      the re-orthonormalisation makes a scaled basis give the same output.
+
+    Both Laplacian kinds need the ``mass`` the basis is orthonormal with: the
+    forward pass refuses ``mass=None`` for them (uniform weights ``1/n``
+    would not be that inner product).
 
     **Invariance to the choice of eigenbasis.**  With ``"laplacian"`` the
     output is exactly invariant to any orthogonal change of basis
@@ -133,6 +141,13 @@ class FunctionalAttention(torch.nn.Module):
             (default: :obj:`False`)
         bias (bool, optional): Bias in the input and output projections.
             (default: :obj:`True`)
+        check_basis (bool, optional): With ``basis_type="laplacian"``,
+            check in every eager forward pass that the given basis is
+            orthonormal in the ``mass`` inner product on every graph (a
+            float32 Gram matrix per graph, read back with the other input
+            checks: no extra host synchronisation); :obj:`False` skips it
+            for speed.  Skipped under ``torch.compile``; ``"laplacian_init"``
+            re-orthonormalises and is not checked. (default: :obj:`True`)
 
     Shapes:
         - **input:**
@@ -149,7 +164,7 @@ class FunctionalAttention(torch.nn.Module):
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
                  basis_type: str = "learned", dropout: float = 0.0, *, solve: str = "auto",
                  temperature: float = 0.5, ridge: float = 1.0, shared_ridge: bool = False,
-                 bias: bool = True, **kwargs):
+                 bias: bool = True, check_basis: bool = True, **kwargs):
         super().__init__()
         basis_type = renamed(kwargs, "basis", "basis_type", "FunctionalAttention", basis_type,
                              "learned")
@@ -170,6 +185,8 @@ class FunctionalAttention(torch.nn.Module):
             raise ValueError(f"'temperature' must be in [0.1, 5], got {temperature}")
         if not ridge > 0:
             raise ValueError(f"'ridge' must be positive, got {ridge}")
+        if not isinstance(check_basis, bool):
+            raise TypeError(f"'check_basis' must be a bool, got {check_basis!r}")
 
         self.channels = channels
         self.heads = heads
@@ -179,6 +196,7 @@ class FunctionalAttention(torch.nn.Module):
         self.dropout = dropout
         self.solve = solve
         self.init_ridge = ridge
+        self.check_basis = check_basis
         d = self.head_channels
 
         self.lin_value = Linear(channels, channels, bias=bias)
@@ -235,10 +253,13 @@ class FunctionalAttention(torch.nn.Module):
                 ``[N]``; ``None`` for a single graph. (default: ``None``)
             mass (torch.Tensor, optional): Positive node masses ``[N]``
                 (lumped areas or volumes); ``None`` for uniform weights
-                ``1 / n_b`` per graph. (default: ``None``)
+                ``1 / n_b`` per graph (``"learned"`` only: the Laplacian
+                kinds need the masses of their basis, e.g. ``data.mass``).
+                (default: ``None``)
             basis (torch.Tensor, optional): Basis values ``[N, k']``,
                 ``k' >= num_bases``, orthonormal per graph in the ``mass``
-                inner product; required for the Laplacian kinds and not
+                inner product (checked for ``"laplacian"``, see
+                ``check_basis``); required for the Laplacian kinds and not
                 accepted for ``"learned"``. (default: ``None``)
             batch_size (int, optional): Number of graphs ``B``; saves a host
                 synchronisation and makes the layer compile without graph
@@ -278,9 +299,16 @@ class FunctionalAttention(torch.nn.Module):
             raise ValueError(f"basis_type='{self.basis_type}' needs the 'basis' argument: per-node "
                              f"values [N, >= {self.num_bases}] of the Laplacian eigenbasis "
                              "(e.g. data.evecs)")
+        needs_mass = None if not uses else (
+            f"basis_type='{self.basis_type}' needs the 'mass' argument: the node masses [N] in "
+            "whose inner product 'basis' is orthonormal (data.mass of "
+            "tg_funcattn.transforms.LaplacianEigenbasis or SampleMeshPoints, next to data.evecs); "
+            "without it the nodes would be weighted 1/n, which is not that inner product")
+        check = self.check_basis and self.basis_module.needs_orthonormal_basis
         return validate_layout(num_nodes, device, batch, batch_size, mass, basis,
                                min_nodes=self.min_nodes, min_basis_width=self.num_bases,
-                               checks=checks)
+                               needs_mass=needs_mass,
+                               orthonormal_atol=BASIS_ATOL if check else None, checks=checks)
 
     def forward_validated(self, x: Tensor, layout: GraphLayout, *, return_maps: bool = False,
                           stream: Streaming = ONE_PASS) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:

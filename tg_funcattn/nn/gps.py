@@ -161,9 +161,13 @@ class FuncAttnGPSConv(torch.nn.Module):
             batch (torch.Tensor, optional): Sorted graph index of each node
                 ``[N]``; ``None`` for a single graph. (default: ``None``)
             mass (torch.Tensor, optional): Node masses ``[N]`` of the
-                functional attention. (default: ``None``, uniform)
+                functional attention; required by the Laplacian basis
+                kinds (the masses their basis is orthonormal with).
+                (default: ``None``, uniform)
             basis (torch.Tensor, optional): Eigenbasis ``[N, k']`` for the
-                Laplacian basis kinds. (default: ``None``)
+                Laplacian basis kinds, orthonormal in the ``mass`` inner
+                product (checked for ``"laplacian"`` unless
+                ``attn_kwargs`` has ``check_basis=False``). (default: ``None``)
             batch_size (int, optional): Number of graphs; saves the
                 attention a host synchronisation. (default: ``None``)
             **kwargs (optional): Further arguments of the local conv, e.g.

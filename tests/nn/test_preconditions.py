@@ -1,0 +1,122 @@
+"""Preconditions the layers check instead of computing something silently wrong
+(issue 14, item 3): the masses of a Laplacian basis and the mass
+orthonormality of a fixed basis."""
+import pytest
+import torch
+from helpers import batch_vector, icosphere, requires
+from probes import HostSyncs
+from reference import dense_functional_attention, orthonormal_basis
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import GINConv
+
+from tg_funcattn.nn import FuncAttnBlock, FuncAttnGPSConv, FuncAttnNet, FunctionalAttention
+
+K = 9
+
+
+def _entry_points(kind, **kwargs):
+    """The four entry points with ``kind``, each as ``call(x, pos, batch, mass, basis)``."""
+    torch.manual_seed(0)
+    layer = FunctionalAttention(16, 2, K, basis_type=kind, **kwargs)
+    block = FuncAttnBlock(16, 2, K, basis_type=kind, **kwargs)
+    net = FuncAttnNet(16, 16, 3, num_layers=2, heads=2, num_bases=K, basis_type=kind, **kwargs)
+    gps = FuncAttnGPSConv(16, GINConv(torch.nn.Linear(16, 16)), heads=2,
+                          attn_kwargs=dict(num_bases=K, basis_type=kind, **kwargs))
+    empty = torch.empty(2, 0, dtype=torch.long)
+    return {
+        "FunctionalAttention": lambda x, pos, batch, mass, basis: layer(x, batch, mass, basis),
+        "FuncAttnBlock": lambda x, pos, batch, mass, basis: block(x, pos, batch, mass, basis),
+        "FuncAttnNet": lambda x, pos, batch, mass, basis: net(x, pos, batch, mass, basis),
+        "FuncAttnGPSConv": lambda x, pos, batch, mass, basis: gps(x, empty, batch, mass=mass,
+                                                                  basis=basis),
+    }
+
+
+@pytest.fixture(scope="module")
+def two_spheres():
+    """Two icospheres (levels 2 and 3) with the float32 eigenbases and masses of
+    LaplacianEigenbasis, as one batch."""
+    pytest.importorskip("trimesh")
+    pytest.importorskip("potpourri3d")
+    from tg_funcattn.transforms import LaplacianEigenbasis
+
+    graphs = []
+    for level in (2, 3):
+        vertices, faces = icosphere(level)
+        data = Data(pos=torch.tensor(vertices, dtype=torch.float32),
+                    face=torch.tensor(faces, dtype=torch.long))
+        graphs.append(LaplacianEigenbasis(K)(data))
+    return Batch.from_data_list(graphs)
+
+
+@pytest.mark.parametrize("kind", ["laplacian", "laplacian_init"])
+def test_laplacian_kinds_refuse_a_missing_mass_at_every_entry_point(kind):
+    """Without ``mass`` the nodes were weighted ``1/n``, not in the inner product
+    the basis is orthonormal in; every entry point now refuses it, naming
+    ``mass`` and where it comes from, and runs with it (the layer equal to the
+    dense reference with that mass)."""
+    sizes = [30, 40]
+    batch = batch_vector(sizes)
+    mass = torch.rand(70) + 0.1
+    basis = torch.cat([orthonormal_basis(n, K, mass[s:s + n])
+                       for s, n in zip((0, 30), sizes)])
+    x, pos = torch.randn(70, 16), torch.randn(70, 3)
+    for name, call in _entry_points(kind).items():
+        with pytest.raises(ValueError, match=rf"basis_type='{kind}' needs the 'mass' argument: "
+                                             r".*data\.mass of tg_funcattn\.transforms\."
+                                             r"LaplacianEigenbasis"):
+            call(x, pos, batch, None, basis)
+        assert torch.isfinite(call(x, pos, batch, mass, basis)).all(), name
+    layer = FunctionalAttention(16, 2, K, basis_type=kind).double()
+    x64 = x.double()
+    torch.testing.assert_close(layer(x64, batch, mass.double(), basis.double()),
+                               dense_functional_attention(layer, x64, batch, mass.double(),
+                                                          basis.double()))
+
+
+@requires("trimesh", "potpourri3d")
+def test_a_fixed_basis_must_be_mass_orthonormal_per_graph(two_spheres):
+    """``basis_type="laplacian"`` refuses a basis that is not orthonormal in the
+    mass inner product (scaled by 100 on one graph: output about 7600 times too
+    large before; rank one), naming the graph and the deviation found; real
+    float32 eigenbases pass, with no host synchronisation of the check's own;
+    ``check_basis=False`` skips it; ``"laplacian_init"`` re-orthonormalises
+    any full-rank basis, so a scaled one gives the same output there."""
+    data = two_spheres
+    n = data.num_nodes
+    torch.manual_seed(1)
+    x = torch.randn(n, 16)
+    first = data.ptr[1].item()
+    scaled = data.evecs.clone()
+    scaled[first:] *= 100  # graph 1 only
+    rank_one = data.evecs.clone()
+    rank_one[:first] = data.evecs[:first, :1]  # graph 0: every column the first
+    for name, call in _entry_points("laplacian").items():
+        call(x, data.pos, data.batch, data.mass, data.evecs)  # the real eigenbasis passes
+        with pytest.raises(ValueError, match=r"'basis' must be orthonormal in the 'mass' inner "
+                                             r"product on every graph .* every entry within 0\.01"
+                                             r"\), but on graph 1 an entry of Phi\^T diag\(mass\) "
+                                             r"Phi - I is 1e\+04"):
+            call(x, data.pos, data.batch, data.mass, scaled)
+        with pytest.raises(ValueError, match=r"on graph 0 an entry of Phi\^T diag\(mass\) Phi - I "
+                                             r"is 1\. .*basis_type='laplacian_init'"):
+            call(x, data.pos, data.batch, data.mass, rank_one)
+    for call in _entry_points("laplacian", check_basis=False).values():
+        assert torch.isfinite(call(x, data.pos, data.batch, data.mass, scaled)).all()
+
+    # the check reads its values with the other input checks: one sync with batch_size
+    net = FuncAttnNet(16, 16, 3, num_layers=2, heads=2, num_bases=K, basis_type="laplacian")
+    with HostSyncs() as syncs:
+        net(x, data.pos, data.batch, data.mass, data.evecs, batch_size=2)
+    assert syncs.count == 1, syncs.names
+
+    # the same output as the dense reference on the real eigenbasis; laplacian_init
+    # gives the same output for the scaled basis as for the eigenbasis
+    layer = FunctionalAttention(16, 2, K, basis_type="laplacian").double()
+    x64, mass64 = x.double(), data.mass.double()
+    torch.testing.assert_close(layer(x64, data.batch, mass64, data.evecs.double()),
+                               dense_functional_attention(layer, x64, data.batch, mass64,
+                                                          data.evecs.double()))
+    adapted = FunctionalAttention(16, 2, K, basis_type="laplacian_init").double()
+    torch.testing.assert_close(adapted(x64, data.batch, mass64, scaled.double()),
+                               adapted(x64, data.batch, mass64, data.evecs.double()))
