@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -155,13 +155,26 @@ def generated_raw_folder(root, settings: dict, generate: Callable[[Path], None],
 
 
 # ------------------------------------------------------------------------ text formats
+def _text_lines(path: Path, expected: str) -> Iterator[Tuple[int, str]]:
+    """The numbered lines of the text file ``path``; a line that is not UTF-8
+    (a binary file) is an error naming the file, the line and ``expected``."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DatasetFormatError(
+                    f"{path}, line {number}: not text (byte {raw[error.start]:#04x} is not "
+                    f"UTF-8; a binary file?); expected {expected}") from None
+
+
 def read_name_list(path) -> List[str]:
     """One name per line (blank lines and ``#`` comments ignored); an empty
     list is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} does not exist")
-    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [line.strip() for _, line in _text_lines(path, "one name per line")]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise DatasetFormatError(f"split file {path} lists no names")
@@ -175,19 +188,18 @@ def read_table(path, columns: int, *, dtype=np.float64) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != columns:
-                raise DatasetFormatError(f"{path}, line {number}: expected {columns} numbers, "
-                                         f"got {len(fields)}: {line.strip()[:80]!r}")
-            try:
-                rows.append([float(v) for v in fields])
-            except ValueError:
-                raise DatasetFormatError(f"{path}, line {number}: not a number in "
-                                         f"{line.strip()[:80]!r}") from None
+    for number, line in _text_lines(path, f"lines of {columns} numbers"):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != columns:
+            raise DatasetFormatError(f"{path}, line {number}: expected {columns} numbers, "
+                                     f"got {len(fields)}: {line.strip()[:80]!r}")
+        try:
+            rows.append([float(v) for v in fields])
+        except ValueError:
+            raise DatasetFormatError(f"{path}, line {number}: not a number in "
+                                     f"{line.strip()[:80]!r}") from None
     if not rows:
         raise DatasetFormatError(f"{path} contains no data")
     table = np.asarray(rows, dtype=dtype)
@@ -202,20 +214,19 @@ def read_int_lines(path, *, low: Optional[int] = None, high: Optional[int] = Non
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     values = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                value = int(text)
-            except ValueError:
-                raise DatasetFormatError(f"{path}, line {number}: expected one integer, "
-                                         f"got {text[:80]!r}") from None
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise DatasetFormatError(f"{path}, line {number}: label {value} outside "
-                                         f"[{low}, {high}]")
-            values.append(value)
+    for number, line in _text_lines(path, "one integer per line"):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            raise DatasetFormatError(f"{path}, line {number}: expected one integer, "
+                                     f"got {text[:80]!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise DatasetFormatError(f"{path}, line {number}: label {value} outside "
+                                     f"[{low}, {high}]")
+        values.append(value)
     if not values:
         raise DatasetFormatError(f"label file {path} is empty")
     return np.asarray(values, dtype=np.int64)
@@ -224,7 +235,9 @@ def read_int_lines(path, *, low: Optional[int] = None, high: Optional[int] = Non
 def read_mesh(path):
     """Vertices ``[N, 3]`` float64 and triangles ``[F, 3]`` int64 of any mesh
     file ``trimesh`` reads (OFF, OBJ, PLY, STL, ...), unprocessed: vertex
-    order and count are kept exactly, so per-vertex labels stay aligned."""
+    order and count are kept exactly, so per-vertex labels stay aligned.  The
+    vertex and face counts of an OFF or PLY header are compared with what was
+    read: trimesh reads a truncated OFF or ASCII PLY file without complaint."""
     from .._optional import require
 
     trimesh = require("trimesh", "Reading mesh files")
@@ -245,14 +258,21 @@ def read_mesh(path):
         raise DatasetFormatError(f"mesh {path} has NaN or infinite vertex coordinates")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise DatasetFormatError(f"mesh {path} has faces referring to missing vertices")
-    if path.suffix.lower() == ".off":
-        _check_off_counts(path, len(vertices), len(faces))
+    header = {".off": _off_header_counts, ".ply": _ply_header_counts}.get(path.suffix.lower())
+    if header is not None:
+        header_vertices, header_faces = header(path)
+        if len(vertices) != header_vertices:
+            raise DatasetFormatError(f"mesh {path}: the header says {header_vertices} vertices but "
+                                     f"{len(vertices)} were read (truncated or damaged file)")
+        if len(faces) < header_faces:  # polygons are split into triangles: never fewer
+            raise DatasetFormatError(f"mesh {path}: the header says {header_faces} faces but only "
+                                     f"{len(faces)} were read (truncated or damaged file)")
     return vertices, faces
 
 
-def _check_off_counts(path: Path, num_vertices: int, num_triangles: int) -> None:
-    """Compares the counts in an OFF header with what was read: trimesh reads
-    a truncated file without complaint (fewer faces than the header says)."""
+def _off_header_counts(path: Path) -> Tuple[int, int]:
+    """The vertex and face counts of an OFF header: trimesh reads a truncated
+    file without complaint (fewer faces than the header says)."""
     with open(path, "rb") as f:
         tokens: List[bytes] = []
         for line in f:
@@ -262,15 +282,32 @@ def _check_off_counts(path: Path, num_vertices: int, num_triangles: int) -> None
     if tokens and tokens[0].upper().endswith(b"OFF"):
         tokens = tokens[1:]
     try:
-        header_vertices, header_faces = int(tokens[0]), int(tokens[1])
+        return int(tokens[0]), int(tokens[1])
     except (IndexError, ValueError):
         raise DatasetFormatError(f"mesh {path}: no 'OFF' header with vertex and face counts") from None
-    if num_vertices != header_vertices:
-        raise DatasetFormatError(f"mesh {path}: the header says {header_vertices} vertices but "
-                                 f"{num_vertices} were read (truncated or damaged file)")
-    if num_triangles < header_faces:  # polygons are split into triangles: never fewer
-        raise DatasetFormatError(f"mesh {path}: the header says {header_faces} faces but only "
-                                 f"{num_triangles} were read (truncated or damaged file)")
+
+
+def _ply_header_counts(path: Path) -> Tuple[int, int]:
+    """The counts of ``element vertex N`` and ``element face M`` (0 without
+    faces) in a PLY header: trimesh reads a truncated ASCII PLY file without
+    complaint."""
+    counts = {}
+    with open(path, "rb") as f:
+        for line in f:
+            fields = line.split()
+            if fields == [b"end_header"]:
+                break
+            if len(fields) == 3 and fields[0] == b"element":
+                try:
+                    counts[fields[1]] = int(fields[2])
+                except ValueError:
+                    raise DatasetFormatError(f"mesh {path}: the PLY header line "
+                                             f"{line.strip()[:80]!r} has no count") from None
+        else:
+            raise DatasetFormatError(f"mesh {path}: no PLY header ending in 'end_header'")
+    if b"vertex" not in counts:
+        raise DatasetFormatError(f"mesh {path}: the PLY header declares no 'element vertex'")
+    return counts[b"vertex"], counts.get(b"face", 0)
 
 
 def write_lines(path, lines: Iterable[str]) -> None:

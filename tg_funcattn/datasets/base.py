@@ -7,13 +7,14 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.data.dataset import files_exist
 
 from .._io import atomic_write
+from ._io import DatasetFormatError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ class FingerprintedDataset(InMemoryDataset):
       killed midway leaves nothing that a later run takes for complete; the
       next load processes again.
     * They are loaded with ``torch.load(weights_only=True)`` and no pickle
-      fallback.  PyG's ``pre_transform.pt``/``pre_filter.pt`` (read with
-      pickle) are neither written nor read.
+      fallback, and checked to be a collated split (:meth:`load_split`).
+      PyG's ``pre_transform.pt``/``pre_filter.pt`` (read with pickle) are
+      neither written nor read.
 
     Subclasses set ``self._raw``, the raw folder they located (which need not
     be ``<root>/raw``), before calling ``super().__init__``.
@@ -86,13 +88,76 @@ class FingerprintedDataset(InMemoryDataset):
 
     def load_split(self, path) -> None:
         """Loads a processed split; an unreadable one (truncated, corrupt, from
-        another version) is logged, processed again from the raw files and
-        loaded."""
+        another version) or one that holds anything but a collated split
+        (:func:`_collated_split_problem`) is logged, processed again from the
+        raw files, which replaces it, and loaded."""
         try:
-            data, self.slices, data_cls = torch.load(path, weights_only=True)
-        except Exception as error:
-            log.warning("processed file %s is unreadable (%s); processing the raw files again",
-                        path, error)
+            data, slices, data_cls = _read_processed(path)
+        except DatasetFormatError as error:
+            log.warning("%s; processing the raw files again", error)
             self.process()
-            data, self.slices, data_cls = torch.load(path, weights_only=True)
+            data, slices, data_cls = _read_processed(path)
+        self.slices = slices
         self.data = data_cls.from_dict(data)
+
+
+def _read_processed(path) -> tuple:
+    """The checked ``(data, slices, data_cls)`` of a processed split; anything
+    else is a :class:`DatasetFormatError` naming the file."""
+    try:
+        loaded = torch.load(path, weights_only=True)
+    except Exception as error:
+        raise DatasetFormatError(f"processed file {path} is unreadable ({error})") from error
+    problem = _collated_split_problem(loaded)
+    if problem is not None:
+        raise DatasetFormatError(f"processed file {path} is not a collated split "
+                                 f"(data dict, slices, Data class): {problem}")
+    return loaded
+
+
+def _collated_split_problem(loaded) -> Optional[str]:
+    """What is wrong with ``loaded`` as the content of a processed split, the
+    tuple ``(data, slices, data_cls)`` that :meth:`FingerprintedDataset.save_split`
+    writes, or ``None``: ``data_cls`` a subclass of ``Data``; ``data`` a dict
+    of attributes, tensors (not complex) or plain values; ``slices`` ``None``
+    (a single example) or a dict with the same keys of 1-D int64 tensors of
+    one length, starting at 0, non-decreasing and ending at the attribute's
+    size along its concatenation dimension (the length of a list)."""
+    if not isinstance(loaded, (tuple, list)) or len(loaded) != 3:
+        return f"got {type(loaded).__name__}" + (f" of length {len(loaded)}"
+                                                 if isinstance(loaded, (tuple, list)) else "")
+    data, slices, data_cls = loaded
+    if not (isinstance(data_cls, type) and issubclass(data_cls, Data)):
+        return f"the class is {data_cls!r}, not a subclass of Data"
+    if not isinstance(data, dict) or not data or not (slices is None or isinstance(slices, dict)):
+        return (f"data and slices are {type(data).__name__} and {type(slices).__name__}, not a "
+                "non-empty dict and a dict or None")
+    for key, value in data.items():
+        if not isinstance(key, str):
+            return f"key {key!r} is not a string"
+        if torch.is_tensor(value) and value.is_complex():
+            return f"'{key}' is a {value.dtype} tensor"
+        if not isinstance(value, (torch.Tensor, list, str, int, float)):
+            return f"'{key}' is a {type(value).__name__}, not a tensor, list or plain value"
+    if slices is None:
+        return None
+    if set(data) != set(slices):
+        return f"data has the keys {sorted(data)} but slices {sorted(map(str, slices))}"
+    lengths = set()
+    for key, value in data.items():
+        bounds = slices[key]
+        if not (torch.is_tensor(bounds) and bounds.dtype == torch.int64 and bounds.dim() == 1
+                and len(bounds) >= 2 and bounds[0] == 0 and bool((bounds.diff() >= 0).all())):
+            return f"slices['{key}'] is not a non-decreasing 1-D int64 tensor from 0"
+        lengths.add(len(bounds))
+        if torch.is_tensor(value) and value.dim() > 0:
+            size = value.size(data_cls().__cat_dim__(key, value))
+        elif isinstance(value, list):
+            size = len(value)
+        else:
+            return f"'{key}' of several examples is a {type(value).__name__} of one value"
+        if int(bounds[-1]) != size:
+            return f"slices['{key}'] end at {int(bounds[-1])} but '{key}' has {size} entries"
+    if len(lengths) != 1:
+        return "the slices give different numbers of examples"
+    return None
