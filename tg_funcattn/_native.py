@@ -1,4 +1,5 @@
-"""The console output of the native geometry libraries, kept off the process's streams."""
+"""The console output of native libraries (geometry-central, robust_laplacian,
+Filament), kept off the process's streams."""
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ def native_output_to_log(library: str):
     level afterwards, each distinct line once with its count.
 
     geometry-central (in ``potpourri3d``) prints a line for every degenerate
-    neighbourhood of a point cloud, which would otherwise flood the console
-    and, on stdout, break a command whose stdout is one JSON line.
+    neighbourhood of a point cloud, and open3d's Filament announces its engine
+    and GPU when a renderer starts: they would otherwise flood the console and,
+    on stdout, break a command whose stdout is one JSON line.
     """
     sys.stdout.flush()
     sys.stderr.flush()

@@ -18,8 +18,7 @@ from dataclasses import fields
 from typing import List, Optional
 
 from .nn.presets import PRESETS
-from .training.config import (DATA_CONFIGS, SECTIONS, SEGMENTATION, RunConfig, TrainerConfig,
-                              add_arguments, data_config)
+from .training.config import DATA_CONFIGS, SECTIONS, SEGMENTATION, RunConfig, add_arguments, data_config
 
 EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints/best.ckpt and "
           "last.ckpt (the last finished epoch, to resume from with --ckpt), logs/ (CSV and "

@@ -25,7 +25,7 @@ def test_cloud_spanning_no_surface_names_pos_and_what_is_needed(cloud, shape):
 
 def test_native_chatter_goes_to_the_log_not_to_the_console(capfd, caplog):
     """geometry-central prints a line per degenerate neighbourhood (50 here)."""
-    with caplog.at_level(logging.DEBUG, logger="tg_funcattn.geometry"):
+    with caplog.at_level(logging.DEBUG, logger="tg_funcattn._native"):
         with pytest.raises(ValueError, match="all coincide"):
             laplacian(SAME)
     out, err = capfd.readouterr()

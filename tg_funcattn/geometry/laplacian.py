@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._optional import require
-from ._native import native_output_to_log
+from .._native import native_output_to_log
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,6 @@ and labelled with matplotlib.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import os
 import subprocess
@@ -19,6 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._native import native_output_to_log
 from .._optional import require
 from ..geometry import face_areas
 
@@ -65,30 +64,11 @@ def _require_rendering():
     return require("open3d", "3D rendering")
 
 
-@contextlib.contextmanager
-def _native_stdout_to_stderr():
-    """Sends what native code prints to the process's stdout (file descriptor 1)
-    to stderr meanwhile: Filament announces its engine and GPU there, which
-    would break a command whose stdout is one JSON line."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        try:  # what the C library still buffers goes to stderr too
-            ctypes.CDLL(None).fflush(None)
-        except (OSError, TypeError, AttributeError):  # no C library handle (Windows)
-            pass
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 @functools.lru_cache(maxsize=1)
 def _renderer():
     o3d = _require_rendering()
     o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-    with _native_stdout_to_stderr():
+    with native_output_to_log("open3d (Filament)"):
         renderer = o3d.visualization.rendering.OffscreenRenderer(*_PANEL)
     renderer.scene.set_background([1.0, 1.0, 1.0, 1.0])
     renderer.scene.view.set_post_processing(False)  # keep the colours as given
