@@ -1,6 +1,7 @@
 """Preconditions the layers check instead of computing something silently wrong
-(issue 14, item 3): the masses of a Laplacian basis and the mass
-orthonormality of a fixed basis."""
+(issue 14, items 3 and 5): the masses of a Laplacian basis, the mass
+orthonormality of a fixed basis, and the inputs of FuncAttnNet (dtype,
+category, magnitude)."""
 import pytest
 import torch
 from helpers import batch_vector, icosphere, requires
@@ -120,3 +121,71 @@ def test_a_fixed_basis_must_be_mass_orthonormal_per_graph(two_spheres):
     adapted = FunctionalAttention(16, 2, K, basis_type="laplacian_init").double()
     torch.testing.assert_close(adapted(x64, data.batch, mass64, scaled.double()),
                                adapted(x64, data.batch, mass64, data.evecs.double()))
+
+
+def test_func_attn_net_names_the_dtype_of_x_and_pos():
+    """float64/float16 inputs of a float32 model failed inside the lift with
+    torch's ``mat1 and mat2 must have the same dtype``."""
+    torch.manual_seed(0)
+    net = FuncAttnNet(3, 16, 2, num_layers=1, heads=2, num_bases=4)
+    pos = torch.randn(20, 3)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(TypeError, match=rf"'x' has dtype {dtype} but the model's parameters "
+                                            r"are torch\.float32; convert one with \.to\(\)"):
+            net(torch.randn(20, 3).to(dtype), pos)
+    positions_only = FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4)
+    with pytest.raises(TypeError, match=r"'pos' has dtype torch\.float64 but the model's "
+                                        r"parameters are torch\.float32"):
+        positions_only(None, pos.double())
+    assert net.double()(torch.randn(20, 3, dtype=torch.float64), pos.double()).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast decides the dtypes
+        assert torch.isfinite(positions_only(None, pos.double().float())).all()
+
+
+def test_func_attn_net_checks_category():
+    """An index out of range gave ``IndexError: index out of range in self``, a
+    float index torch's embedding error."""
+    torch.manual_seed(0)
+    net = FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, num_categories=3)
+    pos, batch = torch.randn(20, 3), batch_vector([8, 12])
+    for category, graph, value in (([0, 3], 1, 3), ([-1, 2], 0, -1)):
+        with pytest.raises(ValueError, match=rf"'category' must hold indices in \[0, 3\) "
+                                             rf"\(num_categories=3\), but graph {graph} has "
+                                             rf"category {value}$"):
+            net(None, pos, batch, category=torch.tensor(category))
+    with pytest.raises(TypeError, match=r"'category' must be an integer tensor \(category indices "
+                                        r"in \[0, 3\)\), got dtype torch\.float32"):
+        net(None, pos, batch, category=torch.tensor([0.0, 1.0]))
+    with HostSyncs() as syncs:  # read with the other value checks
+        net(None, pos, batch, category=torch.tensor([2, 0]), batch_size=2)
+    assert syncs.count == 1, syncs.names
+
+
+def test_finite_but_overflowing_inputs_are_named():
+    """``x * 1e30`` (finite) gave a NaN output (or, with ``laplacian_init``, a
+    Gram matrix "not positive semi-definite"); the net now names the input and
+    its largest value, and the layer says the Gram matrix overflowed."""
+    torch.manual_seed(0)
+    x, pos, batch = torch.randn(20, 3), torch.randn(20, 3), batch_vector([8, 12])
+    for kind in ("learned", "laplacian_init"):
+        net = FuncAttnNet(3, 16, 2, num_layers=1, heads=2, num_bases=4, basis_type=kind)
+        basis = None if kind == "learned" else torch.randn(20, 4)
+        mass = None if kind == "learned" else torch.ones(20)
+        largest = f"{x.abs().max().item() * 1e30:.3g}".replace("+", r"\+")
+        with pytest.raises(ValueError, match=rf"'x' is finite but its largest \|value\| is "
+                                             rf"{largest}, above 1\.84e\+19, the square root "
+                                             r"of the largest torch\.float32: its squares overflow"):
+            net(x * 1e30, pos, batch, mass, basis)
+        with pytest.raises(ValueError, match=r"'pos' is finite but its largest \|value\|"):
+            net(x, pos * 1e30, batch, mass, basis)
+        # float64 has the range for it
+        assert torch.isfinite(net.double()(x.double() * 1e30, pos.double(), batch,
+                                           None if mass is None else mass.double(),
+                                           None if basis is None else basis.double())).all()
+    layer = FunctionalAttention(16, 2, 4, basis_type="laplacian_init")
+    with torch.no_grad():  # a learned correction: the basis grows with x, its Gram matrix overflows
+        layer.basis_module.proj.weight.normal_()
+    with pytest.raises(ValueError, match=r"the mass Gram matrix of the basis of graph 0 has NaN or "
+                                         r"infinite entries: the values overflowed inside the "
+                                         r"layer \(its inputs were finite"):
+        layer(torch.randn(20, 16) * 1e20, batch, torch.ones(20), torch.randn(20, 4))

@@ -288,11 +288,21 @@ class AdaptedOrthonormal(_ProjectedBasis):
             chol, info = torch.linalg.cholesky_ex(gram + eps * scale[..., None, None] * eye,
                                                   upper=True)
             failed = (info > 0).any(-1)
-            checks.add(torch.stack([failed.any(), failed.long().argmax()]),
-                       lambda v: f"the basis of graph {v[1]} has a mass Gram matrix that is not "
-                                 "positive semi-definite; cannot re-orthonormalise it"
-                                 if v[0] else None)
+            checks.add(torch.stack([failed.any(), failed.long().argmax(),
+                                    (~torch.isfinite(gram)).any()]), _gram_error)
             return torch.linalg.solve_triangular(chol, eye, upper=True)
+
+
+def _gram_error(values) -> Optional[str]:
+    failed, graph, overflow = values
+    if not failed:
+        return None
+    if overflow:
+        return (f"the mass Gram matrix of the basis of graph {graph} has NaN or infinite entries: "
+                "the values overflowed inside the layer (its inputs were finite; are they too "
+                "large? scale the features)")
+    return (f"the basis of graph {graph} has a mass Gram matrix that is not positive "
+            "semi-definite; cannot re-orthonormalise it")
 
 
 #: ``basis_type`` -> the class implementing it.

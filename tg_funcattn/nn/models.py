@@ -374,7 +374,13 @@ class FuncAttnNet(Module):
         normalised input and the attention residual).  With a local branch,
         ``edge_index`` replaces the kNN graph of ``pos`` (e.g. the mesh
         edges) and further keyword arguments (e.g. ``edge_attr``) go to every
-        block's local conv."""
+        block's local conv.  ``x`` (or ``pos`` when ``in_channels=0``) must
+        have the dtype of the parameters unless autocast is on; ``x`` and
+        ``pos`` must be finite and at most the square root of the largest
+        number of their dtype (``1.8e19`` in float32), beyond which their
+        squares overflow inside the network; ``category`` holds integer
+        indices in ``[0, num_categories)``.  The Laplacian basis kinds need
+        ``mass`` (see :class:`FunctionalAttention`)."""
         local = self.blocks[0].local
         _check_local_kwargs(local, local_kwargs, edge_index)
         checks = ValueChecks()
@@ -386,6 +392,7 @@ class FuncAttnNet(Module):
             if x.shape[1] != self.in_channels:
                 raise ValueError(f"'x' must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
             check_finite(x, "x", checks)
+            _check_magnitude(x, "x", checks)
             inputs.append(x)
         elif x is not None and x.numel() > 0:
             raise ValueError("'x' was given but the model was built with in_channels=0; "
@@ -396,12 +403,14 @@ class FuncAttnNet(Module):
                 raise ValueError("'pos' is required (for the lift or the local branch)")
             check_tensor(pos, "pos", ndim=2, floating=True)
             check_finite(pos, "pos", checks)
+            _check_magnitude(pos, "pos", checks)
         if self.pos_channels > 0:
             if pos.shape[1] != self.pos_channels:
                 raise ValueError(f"'pos' must have shape [N, {self.pos_channels}], got {tuple(pos.shape)}")
             if inputs and pos.shape[0] != inputs[0].shape[0]:
                 raise ValueError(f"'pos' has {pos.shape[0]} rows but 'x' has {inputs[0].shape[0]}")
             inputs.append(pos.to(inputs[0].dtype) if inputs else pos)
+        self._check_dtype(inputs[0], "x" if self.in_channels > 0 else "pos")
         h = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
         layout = self.blocks[0].attn.validate(h.shape[0], h.device, batch, batch_size, mass, basis,
                                               checks)
@@ -410,9 +419,17 @@ class FuncAttnNet(Module):
                 raise ValueError(f"'category' [B] is required: the model was built with "
                                  f"num_categories={self.num_categories}")
             check_tensor(category, "category", ndim=1)
+            if category.dtype.is_floating_point or category.dtype == torch.bool or \
+                    category.is_complex():
+                raise TypeError(f"'category' must be an integer tensor (category indices in "
+                                f"[0, {self.num_categories})), got dtype {category.dtype}")
             if category.numel() != layout.num_graphs:
                 raise ValueError(f"'category' must have one entry per graph ({layout.num_graphs}), "
                                  f"got shape {tuple(category.shape)}")
+            if category.device != h.device:
+                raise ValueError(f"'category' is on {category.device} but the node features are "
+                                 f"on {h.device}")
+            _check_categories(category, self.num_categories, checks)
         elif category is not None:
             raise ValueError("'category' was given but the model was built without num_categories")
         checks.run()
@@ -440,11 +457,49 @@ class FuncAttnNet(Module):
         layout.deferred.run()
         return (out, maps) if return_maps else out
 
+    def _check_dtype(self, value: Tensor, name: str) -> None:
+        """The input of the lift has the dtype of the model's parameters
+        (or autocast is on)."""
+        weight = next(self.lift.parameters())
+        if value.dtype != weight.dtype and not torch.is_autocast_enabled(value.device.type):
+            raise TypeError(f"'{name}' has dtype {value.dtype} but the model's parameters are "
+                            f"{weight.dtype}; convert one with .to() (e.g. {name}.to({weight.dtype})"
+                            " or model.to(dtype)) or use torch.autocast")
+
     def __repr__(self) -> str:
         attn = self.blocks[0].attn
         return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
                 f"{self.out_channels}, num_layers={self.num_layers}, heads={attn.heads}, "
                 f"num_bases={attn.num_bases}, basis_type='{attn.basis_type}', readout='{self.readout}')")
+
+
+def _check_categories(category: Tensor, num_categories: int, checks: ValueChecks) -> None:
+    """Adds to ``checks`` that every category index is in ``[0, num_categories)``."""
+    bad = (category < 0) | (category >= num_categories)
+    first = bad.long().argmax().view(1)
+    checks.add(torch.cat([bad.any().long().view(1), first, category.long().gather(0, first)]),
+               lambda v: (f"'category' must hold indices in [0, {num_categories}) (num_categories="
+                          f"{num_categories}), but graph {v[1]} has category {v[2]}")
+               if v[0] else None)
+
+
+def _check_magnitude(value: Tensor, name: str, checks: ValueChecks) -> None:
+    """Adds to ``checks`` that the finite input ``value`` is at most the square
+    root of the largest number of its dtype (at least float32: ``1.8e19``),
+    beyond which its squares (in the layer norms, the Gram matrices)
+    overflow inside the network, which then returns NaN or meaningless
+    values."""
+    wide = torch.promote_types(value.dtype, torch.float32)
+    limit = torch.finfo(wide).max ** 0.5
+    if value.numel():
+        # relative to the limit, so that float64 values travel as float32
+        checks.add_float((value.detach().abs().amax().to(wide) / limit).view(1),
+                         lambda v: (f"'{name}' is finite but its largest |value| is "
+                                    f"{v[0] * limit:.3g}, above {limit:.3g}, the square root of "
+                                    f"the largest {wide}: its squares overflow inside the network "
+                                    "(the output would be NaN or meaningless); scale it (e.g. "
+                                    "standardise the features, NormalizeScale for positions)")
+                         if v[0] > 1 else None)
 
 
 def _trunc_normal_linears(modules) -> None:
