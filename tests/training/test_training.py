@@ -158,7 +158,9 @@ def test_metrics_json_config_reads_back(segmentation_run):
 @pytest.mark.parametrize("argv, message", [
     (["train", "segmentation", "--num-bases", "0"], "'num_bases' (--num-bases) must be >= 1, got 0"),
     (["train", "regression", "--levels", "2,3", "--train-level", "4"], "is not one of the levels"),
-    (["precompute", "--dataset", "operator", "--shapes", "3"], "key 'shapes'")])
+    (["precompute", "--dataset", "operator", "--shapes", "3"], "key 'shapes'"),
+    (["train", "regression", "--levels", "a,b"],
+     "argument --levels: expected comma-separated int values (e.g. 2,3,4), got 'a,b'")])
 def test_bad_option_values_are_usage_errors_naming_the_option(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -388,7 +388,15 @@ class RunConfig:
 def _parse(base: type, is_tuple: bool):
     if not is_tuple:
         return base
-    return lambda text: tuple(base(item) for item in text.split(","))
+
+    def items(text: str) -> tuple:
+        try:
+            return tuple(base(item) for item in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {base.__name__} values "
+                                             f"(e.g. {'2,3,4' if base is int else 'a,b'}), got {text!r}") from None
+
+    return items
 
 
 def _shown(value: Any) -> str:
