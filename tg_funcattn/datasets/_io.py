@@ -2,6 +2,7 @@
 generated raw folders."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._io import umask_mode
+from .._io import owner_tag, remove_stale, umask_mode
 
 
 class DatasetFormatError(ValueError):
@@ -124,31 +125,40 @@ def generated_raw_folder(root, settings: dict, generate: Callable[[Path], None],
     """``root/raw_<hash of settings>``: the raw files of a generated dataset,
     made once.
 
-    ``generate(folder)`` writes them into a temporary folder next to the
-    target, which receives ``generator.json`` (``manifest``, by default
-    ``settings``) and is renamed into place when complete, so an interrupted
-    run leaves nothing that looks complete.  When two processes generate at
-    once, the first rename wins and the other copy is discarded.
+    ``generate(folder)`` writes them into a staging folder of this process,
+    ``root/.generating-<pid>@<host>.<random>``, which receives
+    ``generator.json`` (``manifest``, by default ``settings``) and is renamed
+    to the target when complete.  The rename is atomic and never replaces a
+    non-empty folder, so an interrupted run leaves nothing that looks
+    complete, and a published folder, which another process may be reading,
+    is never removed: when several processes generate at once, each makes a
+    copy, the first rename wins and the others discard theirs.  The staging
+    folders of killed runs are removed by the next call
+    (:func:`tg_funcattn._io.is_stale`).
     """
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    target = Path(root) / f"raw_{digest}"
+    root = Path(root)
+    target = root / f"raw_{digest}"
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale(root, ".generating-*")
     if (target / "generator.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".generating-"))
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".generating-{owner_tag()}."))
     try:
         os.chmod(staging, umask_mode(directory=True))  # readable as the umask allows
         generate(staging)
         (staging / "generator.json").write_text(
             json.dumps(settings if manifest is None else manifest, indent=1))
-        if not (target / "generator.json").is_file():  # no folder, or an incomplete one
-            shutil.rmtree(target, ignore_errors=True)
         try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "generator.json").is_file():
+            os.rename(staging, target)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            # another process renamed its complete copy into place first
+            # another process renamed its copy into place first, or the folder is foreign
+        if not (target / "generator.json").is_file():
+            raise FileExistsError(f"{target} exists but has no generator.json, so it was not "
+                                  "made by this version; move it away to generate the dataset "
+                                  "again")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

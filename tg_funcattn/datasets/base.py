@@ -13,7 +13,7 @@ import torch
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.data.dataset import files_exist
 
-from .._io import atomic_write
+from .._io import atomic_write, remove_stale
 from ._io import DatasetFormatError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ class FingerprintedDataset(InMemoryDataset):
       only warns), and nothing already processed is overwritten.
     * Processed files are written to a temporary file and renamed, so a run
       killed midway leaves nothing that a later run takes for complete; the
-      next load processes again.
+      next load processes again and removes the temporary files of killed
+      runs.  Processes that process the same dataset at once each write
+      complete files; the last rename wins.
     * They are loaded with ``torch.load(weights_only=True)`` and no pickle
       fallback, and checked to be a collated split (:meth:`load_split`).
       PyG's ``pre_transform.pt``/``pre_filter.pt`` (read with pickle) are
@@ -67,6 +69,7 @@ class FingerprintedDataset(InMemoryDataset):
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _process(self):
+        remove_stale(self.processed_dir, "*.tmp")
         if not self.force_reload and files_exist(self.processed_paths):
             return
         Path(self.processed_dir).mkdir(parents=True, exist_ok=True)
