@@ -131,7 +131,8 @@ def _collated_split_problem(loaded) -> Optional[str]:
                                                  if isinstance(loaded, (tuple, list)) else "")
     data, slices, data_cls = loaded
     if not (isinstance(data_cls, type) and issubclass(data_cls, Data)):
-        return f"the class is {data_cls!r}, not a subclass of Data"
+        name = data_cls.__qualname__ if isinstance(data_cls, type) else f"a {type(data_cls).__name__}"
+        return f"the class is {name}, not a subclass of Data"
     if not isinstance(data, dict) or not data or not (slices is None or isinstance(slices, dict)):
         return (f"data and slices are {type(data).__name__} and {type(slices).__name__}, not a "
                 "non-empty dict and a dict or None")
