@@ -224,7 +224,8 @@ class ModelConfig(_Section):
     at about 6x the time per epoch; see the README, "Results on real data")."""
 
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
-                                      "learned on point clouds", flag="--basis",
+                                      "learned on point clouds; laplacian needs the eigenbasis of the "
+                                      "nodes themselves (rna: --points 0)", flag="--basis",
                               choices=("auto", *BASIS_TYPES))
     num_bases: int = _option(32, "basis functions per head (k)", at_least=1)
     hidden_channels: int = _option(128, "width", flag="--hidden", at_least=1)
@@ -335,6 +336,13 @@ class RunConfig:
             if not isinstance(getattr(self, name), section):
                 raise TypeError(f"'{name}' of a {self.data.kind} run must be a {section.__name__}, "
                                 f"got {type(getattr(self, name)).__name__}")
+        sampled = isinstance(self.data, SegmentationDataConfig) and self.data.dataset in MESH_DATASETS \
+            and self.data.num_points
+        if sampled and self.model.resolved_basis_type(self.data.dataset) == "laplacian":
+            raise ValueError(f"'basis_type' (--basis) laplacian needs an eigenbasis orthonormal on the "
+                             f"nodes themselves; the points sampled from the {self.data.dataset} meshes "
+                             f"(--points {self.data.num_points}) carry an interpolated one: use --basis "
+                             f"laplacian_init, or --points 0 for the meshes' vertices")
 
     @property
     def kind(self) -> str:
