@@ -65,6 +65,20 @@ def tensors(dataset):
     return [{k: v for k, v in example.to_dict().items() if torch.is_tensor(v)} for example in dataset]
 
 
+#: the worker processes of the running test
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    yield
+    for worker in STARTED:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    STARTED.clear()
+
+
 def start(tmp_path: Path, root: Path, kind: str, count: int, hang: str = "none"):
     """``count`` worker processes, started together once all have imported the
     library; returns them with their folders."""
@@ -77,6 +91,7 @@ def start(tmp_path: Path, root: Path, kind: str, count: int, hang: str = "none")
     for folder in folders:
         workers.append(subprocess.Popen([sys.executable, str(script), str(root), kind, str(folder), hang],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    STARTED.extend(workers)
     deadline = time.monotonic() + 120
     while not all((f / "ready").exists() for f in folders):
         assert all(w.poll() is None for w in workers), [w.communicate()[1] for w in workers]
@@ -87,6 +102,7 @@ def start(tmp_path: Path, root: Path, kind: str, count: int, hang: str = "none")
 
 
 def leftovers(root: Path):
+    """What killed runs leave: staging folders and temporary files."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if p.name.startswith(".generating-") or p.name.endswith(".tmp"))
 
@@ -116,6 +132,7 @@ def test_processes_making_the_same_dataset_at_once_all_succeed(tmp_path, kind, c
 
 
 def kill_when(worker, condition):
+    """Kills ``worker`` with SIGKILL once ``condition()`` holds."""
     deadline = time.monotonic() + 120
     while not condition():
         assert worker.poll() is None, worker.communicate()[1]
