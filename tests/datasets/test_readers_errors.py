@@ -39,6 +39,14 @@ def test_binary_shapenet_shape_names_the_file(tmp_path):
         ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES)
 
 
+def test_binary_shapenet_split_list_names_the_file(tmp_path):
+    root = copy_sample("shapenet_part", tmp_path)
+    split = root / "train_test_split" / "shuffled_train_file_list.json"
+    split.write_bytes(BINARY)
+    with pytest.raises(DatasetFormatError, match=f"split file {split} is not valid JSON text"):
+        ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES)
+
+
 @requires("trimesh")
 def test_truncated_ply_names_the_file(tmp_path):
     import trimesh

@@ -91,3 +91,24 @@ def test_foreign_entry_is_reported_recomputed_and_overwritten(tmp_path, monkeypa
     assert torch.equal(again.evecs, first.evecs) and torch.equal(again.mass, first.mass)
     transform(sphere())  # the entry was overwritten with a valid one
     assert len(solves) == 2
+
+
+def test_a_killed_writers_temporary_file_is_removed_when_the_cache_is_opened(tmp_path):
+    """atomic_write names its temporary file after its process; one of a process that
+    no longer exists is removed, a live writer's is kept."""
+    import os
+    import subprocess
+    import sys
+
+    from tg_funcattn._io import owner_tag
+    from tg_funcattn.geometry.cache import EigenbasisCache
+
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    host = owner_tag().split("@")[1]
+    dead = tmp_path / f"abc.npz.{gone.pid}@{host}.x1y2.tmp"
+    live = tmp_path / f"def.npz.{os.getpid()}@{host}.x3y4.tmp"
+    for path in (dead, live):
+        path.write_bytes(b"partial")
+    EigenbasisCache(tmp_path)
+    assert not dead.exists() and live.exists()

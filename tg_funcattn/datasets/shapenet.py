@@ -202,8 +202,8 @@ class ShapeNetPart(FingerprintedDataset):
             raise FileNotFoundError(f"split file {path} does not exist. " + self.layout_help())
         try:
             entries = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise DatasetFormatError(f"split file {path} is not valid JSON: {error}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetFormatError(f"split file {path} is not valid JSON text: {error}") from None
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
             raise DatasetFormatError(f"split file {path} must hold a JSON list of strings")
         if not entries:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_write
+from .._io import atomic_write, remove_stale
 from .eigen import Eigenbasis
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,15 @@ class EigenbasisCache:
       query exactly (a hash collision, or a file copied under another name,
       never returns another shape's basis).
     * Entries are written to a temporary file in the same folder and renamed
-      into place, so an interrupted write leaves no partial entry; a corrupt,
+      into place, so an interrupted write leaves no partial entry (the
+      temporary file of a killed writer is removed when a cache is opened); a corrupt,
       truncated or foreign file is reported in the log and treated as a miss.
     * Eigenvectors and masses are stored as float32, eigenvalues as float64.
     """
 
     def __init__(self, root):
         self.root = Path(root)
+        remove_stale(self.root, "*.tmp")  # temporary files of writers that were killed
 
     @staticmethod
     def key(pos: np.ndarray, face: Optional[np.ndarray], config: str) -> str:
