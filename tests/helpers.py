@@ -29,13 +29,20 @@ def ptr_of(sizes):
 
 
 def random_inputs(kind, sizes, channels=32, bases=6, dtype=torch.float64):
-    """``x`` (requiring grad), ``batch``, a random positive ``mass`` and, for the
-    eigenbasis kinds, a random (not orthonormal) ``basis``."""
+    """``x`` (requiring grad), ``batch``, a random positive ``mass`` and a
+    ``basis``: for ``laplacian`` a random one orthonormal in ``mass`` per graph
+    (the layer checks it), for ``laplacian_init`` a random one (not orthonormal:
+    the layer orthonormalises it)."""
+    from reference import orthonormal_basis
+
     n = sum(sizes)
     x = torch.randn(n, channels, dtype=dtype, requires_grad=True)
     mass = torch.rand(n, dtype=dtype) + 0.1
-    basis = None if kind == "learned" else torch.randn(n, bases, dtype=dtype)
-    return x, batch_vector(sizes), mass, basis
+    batch = batch_vector(sizes)
+    basis = {"learned": None, "laplacian_init": torch.randn(n, bases, dtype=dtype)}.get(kind)
+    if kind == "laplacian":
+        basis = torch.cat([orthonormal_basis(size, bases, mass[batch == g]) for g, size in enumerate(sizes)])
+    return x, batch, mass, basis
 
 
 def input_and_parameter_grads(out, x, module):
