@@ -31,19 +31,14 @@ def test_binary_text_files_name_the_file_and_the_format(tmp_path, read, expected
         read(path)
 
 
-def test_binary_shapenet_shape_names_the_file(tmp_path):
+@pytest.mark.parametrize("name, message", [
+    ("02691156/5f82c2d9cfeb0fa321d7d982f8bd1045.txt", "{path}, line 1: not text"),
+    ("train_test_split/shuffled_train_file_list.json", "split file {path} is not valid JSON text")])
+def test_binary_shapenet_files_name_the_file(tmp_path, name, message):
     root = copy_sample("shapenet_part", tmp_path)
-    shape = root / "02691156" / "5f82c2d9cfeb0fa321d7d982f8bd1045.txt"
-    shape.write_bytes(BINARY)
-    with pytest.raises(DatasetFormatError, match=f"{shape}, line 1: not text"):
-        ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES)
-
-
-def test_binary_shapenet_split_list_names_the_file(tmp_path):
-    root = copy_sample("shapenet_part", tmp_path)
-    split = root / "train_test_split" / "shuffled_train_file_list.json"
-    split.write_bytes(BINARY)
-    with pytest.raises(DatasetFormatError, match=f"split file {split} is not valid JSON text"):
+    path = root / name
+    path.write_bytes(BINARY)
+    with pytest.raises(DatasetFormatError, match=message.format(path=path)):
         ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES)
 
 
