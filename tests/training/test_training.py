@@ -514,3 +514,27 @@ def test_a_broken_checkpoint_is_an_error_naming_it(segmentation_run, tmp_path, c
     with pytest.raises(ValueError, match=f"checkpoint {path} .*cannot be read: it is truncated or not a "
                                          "checkpoint.*expected a checkpoint written by tg-funcattn"):
         load_model(path)
+
+
+def test_train_accuracy_is_logged_per_epoch_as_validation_scores_it(tmp_path):
+    """With a learning rate too small to move the weights, the logged training
+    accuracy equals the share of training points the checkpoint labels right
+    (within each shape's category), computed here shape by shape."""
+    from tg_funcattn.training.data import build_data
+
+    out = tmp_path / "run"
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--lr", "1e-12", "--root",
+          str(tmp_path / "data"), "--out", str(out), "--no-viz"])
+    logged = epoch_losses(out, "train_accuracy")
+    config = RunConfig.from_dict(json.loads((out / "metrics.json").read_text())["config"])
+    train_set = build_data(config.data, None)[0]
+    task, _ = load_task(out / "checkpoints" / "last.ckpt")
+    correct = total = 0
+    with torch.no_grad():
+        for data in train_set:
+            data.batch = torch.zeros(data.num_nodes, dtype=torch.long)
+            logits = task.model(data.x, data.pos, data.batch, category=data.category.view(-1))
+            labels = logits[:, task.part_mask[int(data.category)]].argmax(-1)
+            correct += int((task.part_mask[int(data.category)].nonzero().view(-1)[labels] == data.y).sum())
+            total += data.num_nodes
+    assert len(logged) == 1 and logged[0] == pytest.approx(correct / total, abs=1e-6)

@@ -118,9 +118,16 @@ class SegmentationTask(_FuncAttnTask):
         self.register_buffer("part_mask", mask, persistent=False)
 
     def training_step(self, data, batch_idx):
-        loss = F.cross_entropy(self(data), data.y)
+        logits = self(data)
+        loss = F.cross_entropy(logits, data.y)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=data.num_graphs, sync_dist=True)
+        # the share of training points labelled right (as validation scores them: within
+        # the shape's category), averaged over the epoch's points: the training curve
+        # beside validation's accuracy
+        correct = (self.predict_labels(data, logits.detach()) == data.y).float().mean()
+        self.log("train_accuracy", correct, on_step=False, on_epoch=True, batch_size=data.num_nodes,
+                 sync_dist=True)
         return loss
 
     def predict_labels(self, data, logits: Optional[Tensor] = None) -> Tensor:
