@@ -9,7 +9,9 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,27 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def read_npy(f: BinaryIO, name: str, limit: int, dtype: Optional[np.dtype] = None,
+             shape: Optional[tuple] = None) -> np.ndarray:
+    """The array of the ``.npy`` stream ``f`` (e.g. a member of an ``.npz``),
+    read without pickle, once its header shows ``dtype`` and ``shape`` (any if
+    ``None``) and at most ``limit`` bytes of data (what the file can hold); a
+    ``ValueError`` naming the array ``name`` otherwise, and nothing allocated:
+    a damaged or foreign header cannot make the reader allocate terabytes."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        found_shape, _, found_dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        found_shape, _, found_dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"'{name}' has .npy format version {version}, expected 1.0 or 2.0")
+    if (dtype is not None and found_dtype != dtype) or (shape is not None and found_shape != shape):
+        expected = f"{dtype}" if shape is None else f"{dtype} of shape {shape}"
+        raise ValueError(f"'{name}' is {found_dtype} of shape {found_shape}, expected {expected}")
+    size = int(np.prod(found_shape, dtype=object)) * found_dtype.itemsize
+    if size > limit:
+        raise ValueError(f"'{name}' claims {size} bytes but the file has {limit}")
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)

@@ -2,6 +2,7 @@
 (issue 14, items 4 and 5): a DatasetFormatError naming the file and what
 was expected."""
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -51,4 +52,27 @@ def test_bad_target_names_the_file_and_what_was_expected(tmp_path, damage, match
     else:
         npy.write_bytes(npz_bytes(y=y))
     with pytest.raises(DatasetFormatError, match=match):
+        MeshRegression(root, split="train")
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_a_target_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path, kind):
+    """The header says 3e12 float32 values (12 TB); the file holds a few bytes
+    (it was a MemoryError)."""
+    root = copy_sample("mesh_regression", tmp_path)
+    npy, npz = root / "targets" / "sphere.npy", root / "targets" / "sphere.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (1000000, 3000000)})
+    content = header.getvalue() + b"\0" * 64  # magic, header, a little data
+    if kind == "npy":
+        npy.write_bytes(content)
+        path = npy
+    else:
+        npy.unlink()
+        with zipfile.ZipFile(npz, "w") as archive:
+            archive.writestr("y.npy", content)
+        path = npz
+    with pytest.raises(DatasetFormatError, match=rf"cannot read target file for 'sphere', {path}: 'y' "
+                                                 r"claims 12000000000000 bytes but the file has \d+"):
         MeshRegression(root, split="train")

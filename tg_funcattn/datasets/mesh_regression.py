@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from .._io import read_npy
 from .._optional import require
 from ._io import (DatasetFormatError, generated_raw_folder, read_mesh, read_name_list,
                   write_lines)
@@ -114,20 +115,28 @@ class MeshRegression(FingerprintedDataset):
             path, expected = path_npy, "an .npy array"
         else:
             raise FileNotFoundError(f"no target for '{name}': expected {path_npy} or {path_npz}")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if isinstance(loaded, np.lib.npyio.NpzFile):
-                with loaded as archive:
-                    if path != path_npz:
-                        raise DatasetFormatError(f"target {path} is an .npz archive; expected {expected}")
-                    if "y" not in archive:
-                        raise DatasetFormatError(f"{path_npz} has no array 'y' (has {list(archive)})")
-                    y = archive["y"]
-                    x = archive["x"] if "x" in archive else None
+        try:  # every array's size is checked from its header before it is read
+            with open(path, "rb") as f:
+                is_archive = f.read(4) == b"PK\x03\x04"  # how numpy tells .npz from .npy
+            if is_archive:
+                if path != path_npz:
+                    raise DatasetFormatError(f"target {path} is an .npz archive; expected {expected}")
+                with zipfile.ZipFile(path) as archive:
+                    names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+                    if "y" not in names:
+                        raise DatasetFormatError(f"{path_npz} has no array 'y' (has {names})")
+
+                    def member(name):
+                        info = archive.getinfo(f"{name}.npy")
+                        with archive.open(info) as f:
+                            return read_npy(f, name, info.file_size)
+
+                    y, x = member("y"), member("x") if "x" in names else None
             elif path == path_npz:
                 raise DatasetFormatError(f"target {path} is a single .npy array; expected {expected}")
             else:
-                y, x = loaded, None
+                with open(path, "rb") as f:
+                    y, x = read_npy(f, "y", path.stat().st_size), None
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             if isinstance(error, DatasetFormatError):
                 raise

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_write, remove_stale
+from .._io import atomic_write, read_npy, remove_stale
 from .eigen import Eigenbasis
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class EigenbasisCache:
                 limit = path.stat().st_size
 
                 def read(name, dtype, shape=None):
-                    return _read_array(archive, name, np.dtype(dtype), shape, limit)
+                    with archive.open(f"{name}.npy") as f:
+                        return read_npy(f, name, limit, np.dtype(dtype), shape)
 
                 version = read("version", np.int64, ())
                 if int(version) != FORMAT_VERSION:
@@ -121,26 +122,3 @@ class EigenbasisCache:
             atomic_write(path, write)
         except OSError as error:
             log.warning("could not write the eigenbasis cache entry %s (%s)", path, error)
-
-
-def _read_array(archive: zipfile.ZipFile, name: str, dtype: np.dtype, shape: Optional[tuple],
-                limit: int) -> np.ndarray:
-    """The array ``name`` of an ``.npz`` archive once its header shows
-    ``dtype`` and ``shape`` (any shape if ``None``) and at most ``limit``
-    bytes of data; otherwise a ``ValueError`` and nothing allocated."""
-    with archive.open(f"{name}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            found_shape, _, found_dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            found_shape, _, found_dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"'{name}' has .npy format version {version}, expected 1.0 or 2.0")
-        if found_dtype != dtype or (shape is not None and found_shape != shape):
-            expected = f"{dtype}" if shape is None else f"{dtype} of shape {shape}"
-            raise ValueError(f"'{name}' is {found_dtype} of shape {found_shape}, expected {expected}")
-        size = int(np.prod(found_shape, dtype=object)) * dtype.itemsize
-        if size > limit:
-            raise ValueError(f"'{name}' claims {size} bytes but the file has {limit}")
-        f.seek(0)
-        return np.lib.format.read_array(f, allow_pickle=False)
