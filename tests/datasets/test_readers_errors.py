@@ -65,6 +65,24 @@ def test_truncated_ply_names_the_file(tmp_path):
         dio.read_mesh(path)
 
 
+@requires("trimesh")
+def test_truncated_binary_stl_says_so(tmp_path):
+    """Its size disagrees with its triangle count (it said 'has no vertices');
+    complete binary and ASCII STL files read as before."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=1)  # 80 faces: 84 + 50 * 80 bytes
+    path = tmp_path / "sphere.stl"
+    for encoding in ("stl", "stl_ascii"):
+        sphere.export(path, file_type=encoding)
+        assert dio.read_mesh(path)[1].shape == (80, 3)
+    sphere.export(path, file_type="stl")
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(DatasetFormatError, match=f"mesh {path}: a binary STL file of 3584 bytes, but its "
+                                                 r"header says 80 triangles, 4084 bytes \(truncated"):
+        dio.read_mesh(path)
+
+
 def _split_of(path):
     return torch.load(path, weights_only=True)
 

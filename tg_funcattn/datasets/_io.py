@@ -247,13 +247,16 @@ def read_mesh(path):
     file ``trimesh`` reads (OFF, OBJ, PLY, STL, ...), unprocessed: vertex
     order and count are kept exactly, so per-vertex labels stay aligned.  The
     vertex and face counts of an OFF or PLY header are compared with what was
-    read: trimesh reads a truncated OFF or ASCII PLY file without complaint."""
+    read (trimesh reads a truncated OFF or ASCII PLY file without complaint),
+    and a binary STL file's size with its triangle count."""
     from .._optional import require
 
     trimesh = require("trimesh", "Reading mesh files")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file {path} does not exist")
+    if path.suffix.lower() == ".stl":
+        _check_binary_stl_size(path)
     try:
         mesh = trimesh.load(path, process=False, force="mesh")
     except Exception as error:  # trimesh raises many kinds of errors on bad files
@@ -278,6 +281,26 @@ def read_mesh(path):
             raise DatasetFormatError(f"mesh {path}: the header says {header_faces} faces but only "
                                      f"{len(faces)} were read (truncated or damaged file)")
     return vertices, faces
+
+
+def _check_binary_stl_size(path: Path) -> None:
+    """A binary STL file is an 80-byte header, a triangle count and 50 bytes per
+    triangle; one of another size that is not ASCII STL (``solid ...`` text) is
+    truncated or damaged (trimesh then said it had no vertices)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = f.read(84)
+    if len(start) == 84 and size == 84 + 50 * int.from_bytes(start[80:84], "little"):
+        return  # a complete binary STL
+    if start.lstrip().startswith(b"solid") and b"\0" not in start:
+        return  # ASCII STL: trimesh checks it
+    if len(start) < 84:
+        said = "a binary STL file has at least 84 bytes"
+    else:
+        count = int.from_bytes(start[80:84], "little")
+        said = f"its header says {count} triangles, {84 + 50 * count} bytes"
+    raise DatasetFormatError(f"mesh {path}: a binary STL file of {size} bytes, but {said} "
+                             "(truncated or damaged file)")
 
 
 def _off_header_counts(path: Path) -> Tuple[int, int]:
