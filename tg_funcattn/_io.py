@@ -1,4 +1,5 @@
-"""Atomic file writes, and the removal of what killed writers left behind."""
+"""Atomic file writes, the removal of what killed writers left behind, and
+``.npy`` arrays read with their size checked before allocating."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
@@ -136,3 +138,12 @@ def read_npy(f: BinaryIO, name: str, limit: int, dtype: Optional[np.dtype] = Non
         raise ValueError(f"'{name}' claims {size} bytes but the file has {limit}")
     f.seek(0)
     return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def read_npz_member(archive: zipfile.ZipFile, name: str, dtype: Optional[np.dtype] = None,
+                    shape: Optional[tuple] = None) -> np.ndarray:
+    """The array ``name`` of an open ``.npz`` archive, read with
+    :func:`read_npy` and limited to the member's uncompressed size."""
+    info = archive.getinfo(f"{name}.npy")
+    with archive.open(info) as f:
+        return read_npy(f, name, info.file_size, dtype, shape)

@@ -183,9 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001 - the command's users get one line, --debug the rest
         if args.debug:
             raise
-        print(f"tg-funcattn: error: {type(error).__name__}: {error}\n(add --debug to see the traceback)",
-              file=sys.stderr)
-        return 1
+        parser.exit(1, f"tg-funcattn: error: {type(error).__name__}: {error}\n"
+                       "(add --debug to see the traceback)\n")
     if result is not None:  # None in the non-zero ranks of a distributed run
         print(json.dumps(result))
     return 0

@@ -147,7 +147,7 @@ def _collated_split_problem(loaded) -> Optional[str]:
         return None
     if set(data) != set(slices):
         return f"data has the keys {sorted(data)} but slices {sorted(map(str, slices))}"
-    lengths = set()
+    lengths, example = set(), data_cls()
     for key, value in data.items():
         bounds = slices[key]
         if not (torch.is_tensor(bounds) and bounds.dtype == torch.int64 and bounds.dim() == 1
@@ -155,7 +155,7 @@ def _collated_split_problem(loaded) -> Optional[str]:
             return f"slices['{key}'] is not a non-decreasing 1-D int64 tensor from 0"
         lengths.add(len(bounds))
         if torch.is_tensor(value) and value.dim() > 0:
-            size = value.size(data_cls().__cat_dim__(key, value))
+            size = value.size(example.__cat_dim__(key, value))
         elif isinstance(value, list):
             size = len(value)
         else:

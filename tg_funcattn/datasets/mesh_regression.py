@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from .._io import read_npy
+from .._io import read_npy, read_npz_member
 from .._optional import require
 from ._io import (DatasetFormatError, generated_raw_folder, read_mesh, read_name_list,
                   write_lines)
@@ -125,13 +125,8 @@ class MeshRegression(FingerprintedDataset):
                     names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
                     if "y" not in names:
                         raise DatasetFormatError(f"{path_npz} has no array 'y' (has {names})")
-
-                    def member(name):
-                        info = archive.getinfo(f"{name}.npy")
-                        with archive.open(info) as f:
-                            return read_npy(f, name, info.file_size)
-
-                    y, x = member("y"), member("x") if "x" in names else None
+                    y = read_npz_member(archive, "y")
+                    x = read_npz_member(archive, "x") if "x" in names else None
             elif path == path_npz:
                 raise DatasetFormatError(f"target {path} is a single .npy array; expected {expected}")
             else:

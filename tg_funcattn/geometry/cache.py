@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_write, read_npy, remove_stale
+from .._io import atomic_write, read_npz_member, remove_stale
 from .eigen import Eigenbasis
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,8 @@ class EigenbasisCache:
         stored_face = np.zeros((0,), np.int64) if face is None else face
         try:
             with zipfile.ZipFile(path) as archive:
-                limit = path.stat().st_size
-
                 def read(name, dtype, shape=None):
-                    with archive.open(f"{name}.npy") as f:
-                        return read_npy(f, name, limit, np.dtype(dtype), shape)
+                    return read_npz_member(archive, name, np.dtype(dtype), shape)
 
                 version = read("version", np.int64, ())
                 if int(version) != FORMAT_VERSION:

@@ -31,11 +31,11 @@ def as_numpy_pos(pos, name: str = "pos") -> np.ndarray:
     if not np.issubdtype(pos.dtype, np.floating):
         raise TypeError(f"'{name}' must be floating point, got dtype {pos.dtype}")
     pos = pos.astype(np.float64, copy=False)
-    check_finite(pos, name)
+    check_finite_positions(pos, name)
     return pos
 
 
-def check_finite(pos, name: str = "pos") -> None:
+def check_finite_positions(pos, name: str = "pos") -> None:
     """Raises a ``ValueError`` naming ``name`` if a row of ``pos [N, D]`` (a
     NumPy array or a torch tensor) has a NaN or infinite coordinate."""
     bad = ~(pos.isfinite() if hasattr(pos, "isfinite") else np.isfinite(pos)).all(1)

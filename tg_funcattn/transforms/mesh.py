@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from ..geometry.laplacian import check_finite, clean_mesh, face_areas
+from ..geometry.laplacian import check_finite_positions, clean_mesh, face_areas
 from .eigenbasis import record_eigenbasis
 
 _SPECTRAL = ("evecs", "evals", "mass")
@@ -50,7 +50,7 @@ class NormalizeMesh(BaseTransform):
             raise ValueError(f"NormalizeMesh: data already has {present}, computed for the old "
                              "geometry; apply LaplacianEigenbasis after this transform")
         try:
-            check_finite(pos, "data.pos")
+            check_finite_positions(pos, "data.pos")
         except ValueError as error:
             raise ValueError(f"NormalizeMesh: {error}") from None
         p = pos.double()
