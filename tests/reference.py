@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 PARTITION_EPS = 1e-6
-REL_RIDGE = 1e-10
+STANDARDIZE_EPS = 1e-6
 GRAM_JITTER = 1e-5
 
 
@@ -36,15 +36,22 @@ def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, retu
         value = xg @ layer.lin_value.weight.T + layer.lin_value.bias
         basis_module = layer.basis_module
         if layer.basis_type != "laplacian":
-            u_all = xg @ basis_module.lin_in.weight.T + basis_module.lin_in.bias
+            u_all = xg @ basis_module.lin_in.weight.T
+            if basis_module.lin_in.bias is not None:
+                u_all = u_all + basis_module.lin_in.bias
         heads, maps_g = [], []
         for h in range(H):
             f = value[:, h * d:(h + 1) * d]
             if layer.basis_type == "learned":
+                mn = m / m.sum()
                 u = u_all[:, h * d:(h + 1) * d]
+                # standardised over the graph: mass-weighted mean and variance
+                mean = mn @ u
+                second = mn @ u.square().mean(1)
+                variance = mn @ (u - mean).square().mean(1)
+                u = (u - mean) / torch.sqrt(variance + STANDARDIZE_EPS * second)
                 tau = basis_module.temperature[h].clamp(0.1, 5.0)
                 phi = torch.softmax((u @ basis_module.proj.weight.T + basis_module.proj.bias) / tau, dim=1)
-                mn = m / m.sum()
                 norm = phi.T @ mn + PARTITION_EPS
                 coef = (phi.T @ (mn[:, None] * f)) / norm[:, None]
             else:
@@ -63,7 +70,7 @@ def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, retu
             kk = coef @ layer.lin_k.weight.T
             v = coef @ layer.lin_v.weight.T
             raw = layer.ridge_raw[h if layer.ridge_raw.numel() == H else 0]  # per head or shared
-            lam = F.softplus(raw) + REL_RIDGE * kk.square().sum()
+            lam = F.softplus(raw) * kk.square().sum() / min(k, d)  # relative to the keys
             fmap = q @ kk.T @ torch.linalg.inv(kk @ kk.T + lam * torch.eye(k, dtype=x.dtype))
             heads.append(phi @ (fmap @ v))
             maps_g.append(fmap)
@@ -72,7 +79,7 @@ def dense_functional_attention(layer, x, batch=None, mass=None, basis=None, retu
     return (out, torch.stack(maps)) if return_maps else out
 
 
-def authors_functional_attention(x, params, heads, num_bases):
+def authors_functional_attention(x, params, heads, num_bases, return_keys=False):
     """The learned-basis layer of one graph in the authors' parametrisation,
     written from the paper's formulas (``docs/functional-attention.md``):
     plain sums over the nodes (``M = I``), the slice norm offset by ``1e-5``,
@@ -80,13 +87,14 @@ def authors_functional_attention(x, params, heads, num_bases):
     ``a = sigmoid(alpha)``.  ``params`` holds the authors' parameter names:
     ``in_project_x``, ``in_project_fx``, ``slice1`` and ``to_out`` as
     ``(weight, bias)``, ``to_q``/``to_k``/``to_v`` weights, ``temperature``
-    ``[H]`` and the scalar ``alpha``."""
+    ``[H]`` and the scalar ``alpha``.  With ``return_keys`` also the keys
+    ``K`` of every head."""
     n, c = x.shape
     d = c // heads
     a = torch.sigmoid(params["alpha"])
     fx = x @ params["in_project_fx"][0].T + params["in_project_fx"][1]
     ux = x @ params["in_project_x"][0].T + params["in_project_x"][1]
-    outs = []
+    outs, keys = [], []
     for h in range(heads):
         f, u = fx[:, h * d:(h + 1) * d], ux[:, h * d:(h + 1) * d]
         tau = params["temperature"][h].clamp(0.1, 5.0)
@@ -96,4 +104,6 @@ def authors_functional_attention(x, params, heads, num_bases):
         eye = torch.eye(num_bases, dtype=x.dtype)
         fmap = q @ k.T @ torch.linalg.inv((1 - a) * (k @ k.T) + a * eye)
         outs.append(w @ (fmap @ v))
-    return torch.cat(outs, dim=1) @ params["to_out"][0].T + params["to_out"][1]
+        keys.append(k)
+    out = torch.cat(outs, dim=1) @ params["to_out"][0].T + params["to_out"][1]
+    return (out, keys) if return_keys else out

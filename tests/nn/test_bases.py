@@ -4,13 +4,14 @@ from reference import orthonormal_basis
 
 from tg_funcattn._validation import ValueChecks
 from tg_funcattn.nn import FunctionalAttention
-from tg_funcattn.nn.bases import (BASIS_TYPES, AdaptedOrthonormal,
-                                  FixedOrthonormal, LearnedPartition, make_basis, uses_eigenbasis)
+from tg_funcattn.nn.bases import (BASIS_TYPES, AdaptedOrthonormal, FixedOrthonormal,
+                                  LearnedPartition, NodeRange, make_basis, uses_eigenbasis)
 
 
 def _round_trip(module, x, psi, weight, ptr, values):
     """Analysis, coefficients and synthesis with the identity map (``C = I``)."""
-    phi = module.values(x, psi, x.dtype)
+    batch = torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr.diff())
+    phi = module.values(x, psi, x.dtype, weight, NodeRange(ptr, batch))
     sums = module.analysis(phi, values, weight, ptr)
     coef, state = module.coefficients(sums, ValueChecks())
     return module.synthesis(phi, module.synthesis_matrix(coef, state, x.dtype), ptr)

@@ -480,47 +480,56 @@ def test_laplacian_init_survives_vanishing_and_repeated_columns():
 
 def test_matches_the_authors_parametrisation():
     """A second, independent reference: the learned-basis layer as the authors
-    parametrise it (plain sums, ridge ``(1 - a) K K^T + a I``), written from
-    the paper's formulas.  Mapped: ``lambda = a / (1 - a)`` (one ridge for all
-    heads), the constant factor ``1 / (1 - a)`` of the authors' map absorbed by
-    the output projection; on graphs of 10 nodes the authors' slice-norm
-    offset ``1e-5`` on plain sums equals ``PARTITION_EPS`` on the sums
-    normalised by ``n``."""
-    from reference import authors_functional_attention
+    parametrise it (plain sums, absolute ridge ``(1 - a) K K^T + a I``, no
+    standardisation of the slice input), written from the paper's formulas.
+    Mapped, one graph at a time: the per-graph standardisation of this layer
+    folded into the authors' input projection of the slices (rows of head
+    ``h`` divided by its standard deviation ``s_h``, bias ``-mean / s_h``);
+    the relative ridge ``rho_h = lambda min(k, d) / ||K_h||_F^2`` with
+    ``lambda = a / (1 - a)`` and the authors' keys ``K_h``; the constant factor
+    ``1 / (1 - a)`` of the authors' map absorbed by the output projection.  On
+    graphs of 10 nodes the authors' slice-norm offset ``1e-5`` on plain sums
+    equals ``PARTITION_EPS`` on the sums normalised by ``n``."""
+    from reference import STANDARDIZE_EPS, authors_functional_attention
 
     heads, k, c = 2, 4, 16
+    d = c // heads
     g = torch.Generator().manual_seed(7)
 
     def rand(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64) * 0.4
 
-    params = {"in_project_x": (rand(c, c), rand(c)), "in_project_fx": (rand(c, c), rand(c)),
-              "slice1": (rand(k, c // heads), rand(k)), "to_out": (rand(c, c), rand(c)),
-              "to_q": rand(c // heads, c // heads), "to_k": rand(c // heads, c // heads),
-              "to_v": rand(c // heads, c // heads),
+    params = {"in_project_fx": (rand(c, c), rand(c)),
+              "slice1": (rand(k, d), rand(k)), "to_out": (rand(c, c), rand(c)),
+              "to_q": rand(d, d), "to_k": rand(d, d), "to_v": rand(d, d),
               "temperature": torch.tensor([0.5, 0.8], dtype=torch.float64),
               "alpha": torch.tensor(-0.3, dtype=torch.float64)}
-    layer = FunctionalAttention(c, heads, k, shared_ridge=True).double()
+    w_in = rand(c, c)
+    layer = FunctionalAttention(c, heads, k).double()
     a = torch.sigmoid(params["alpha"])
     lam = a / (1 - a)
     with torch.no_grad():
         basis_module = layer.basis_module
-        for lin, (weight, bias) in ((basis_module.lin_in, params["in_project_x"]),
-                                    (layer.lin_value, params["in_project_fx"]),
+        basis_module.lin_in.weight.copy_(w_in)
+        for lin, (weight, bias) in ((layer.lin_value, params["in_project_fx"]),
                                     (basis_module.proj, params["slice1"])):
             lin.weight.copy_(weight)
             lin.bias.copy_(bias)
         basis_module.temperature.copy_(params["temperature"])
         for lin, name in ((layer.lin_q, "to_q"), (layer.lin_k, "to_k"), (layer.lin_v, "to_v")):
             lin.weight.copy_(params[name])
-        layer.ridge_raw.fill_(float(lam + torch.log(-torch.expm1(-lam))))  # softplus^-1
         layer.lin_out.weight.copy_(params["to_out"][0] / (1 - a))
         layer.lin_out.bias.copy_(params["to_out"][1])
-    x = torch.randn(30, c, generator=g, dtype=torch.float64)
-    batch = batch_vector([10, 10, 10])
-    out = layer(x, batch)
-    for graph in range(3):
-        nodes = slice(10 * graph, 10 * graph + 10)
-        # to the relative ridge floor REL_RIDGE ||K||^2 = 1e-10 ||K||^2 the authors do not add
-        torch.testing.assert_close(out[nodes], authors_functional_attention(x[nodes], params, heads, k),
-                                   atol=1e-7, rtol=1e-6)
+    for _ in range(3):
+        x = torch.randn(10, c, generator=g, dtype=torch.float64)
+        u = x @ w_in.T
+        mean = u.mean(0)
+        second = u.square().view(10, heads, d).mean((0, 2))
+        s = ((u - mean).square().view(10, heads, d).mean((0, 2)) + STANDARDIZE_EPS * second).sqrt()
+        s = s.repeat_interleave(d)
+        params["in_project_x"] = (w_in / s[:, None], -mean / s)
+        expected, keys = authors_functional_attention(x, params, heads, k, return_keys=True)
+        rho = torch.stack([lam * min(k, d) / key.square().sum() for key in keys])
+        with torch.no_grad():
+            layer.ridge_raw.copy_(rho + torch.log(-torch.expm1(-rho)))  # softplus^-1
+        torch.testing.assert_close(layer(x), expected, atol=1e-7, rtol=1e-6)

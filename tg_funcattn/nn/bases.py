@@ -5,6 +5,9 @@ functions per head and how the expansion is inverted.  Each kind is a module
 that provides four steps, which the layer runs in order on a contiguous range
 of nodes (the whole batch, or one chunk of it):
 
+0. :meth:`Basis.statistics`: per-graph sums over the nodes that the basis
+   values depend on (the learned partition standardises its input per graph),
+   additive over chunks of nodes; ``None`` for kinds that need none;
 1. :meth:`Basis.values`: the basis values :math:`\Phi` on the nodes;
 2. :meth:`Basis.analysis`: the per-graph sums over nodes in one segment
    product -- :math:`\Phi^\top \mathbf{M}\mathbf{V}` and the extra sums the
@@ -27,14 +30,14 @@ its constructor call in :func:`make_basis`.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, NamedTuple, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
 from torch.nn import Linear, Module, Parameter
 
 from .._validation import ValueChecks
-from ..ops.segment import segment_matmul_nn, segment_matmul_tn
+from ..ops.segment import segment_matmul_nn, segment_matmul_tn, segment_sum
 
 #: Added to the per-basis mass of the soft partition (the mass of each graph is
 #: normalised to 1 first): bounds ``1/D`` for a basis function with no support.
@@ -53,6 +56,20 @@ GRAM_JITTER = 1e-5
 #: an eigenbasis interpolated to sampled points deviates by the quadrature
 #: error (0.1 to 0.7 measured), which ``"laplacian_init"`` re-orthonormalises.
 BASIS_ATOL = 1e-2
+#: Relative floor of the per-graph variance that standardises the input of the
+#: learned partition: ``var + STANDARDIZE_EPS * E[u^2]``, so that a graph whose
+#: nodes all have the same features (variance 0) gets a uniform partition.
+STANDARDIZE_EPS = 1e-6
+
+
+class NodeRange(NamedTuple):
+    """The graphs of a contiguous range of nodes of a validated batch (the
+    whole batch, or one chunk of it): ``ptr`` ``[b + 1]`` offsets local to
+    the range and ``batch`` ``[n]`` the local graph of every node (``None``
+    for a single graph)."""
+
+    ptr: Tensor
+    batch: Optional[Tensor]
 
 
 def wide_dtype(device: torch.device) -> torch.dtype:
@@ -85,9 +102,19 @@ class Basis(Module):
         self.channels, self.heads, self.num_bases = channels, heads, num_bases
         self.head_channels = channels // heads
 
-    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    def statistics(self, x: Tensor, weight: Tensor, nodes: NodeRange) -> Optional[Tensor]:
+        """Per-graph sums over the nodes (``[b, ...]``, additive over ranges of
+        nodes) that :meth:`values` needs besides the nodes themselves;
+        ``None`` for kinds whose values are per node only."""
+        return None
+
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype, weight: Tensor,
+               nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
         """Basis values ``[H, n, k]`` (or ``[1, n, k]`` when shared by the heads)
-        for the layer input ``x [n, channels]`` and the given basis ``psi``."""
+        for the layer input ``x [n, channels]`` and the given basis ``psi`` on
+        the node range ``nodes`` with node weights ``weight``; ``stats`` are
+        the :meth:`statistics` of the whole graphs when the range is a chunk
+        (computed from ``x`` when ``None``)."""
         raise NotImplementedError
 
     def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
@@ -160,18 +187,29 @@ class _ProjectedBasis(Basis):
 
 class LearnedPartition(_ProjectedBasis):
     r"""``basis_type="learned"``: :math:`\Phi_i = \mathrm{softmax}(\mathbf{W}_b
-    \mathbf{u}_i / \tau)`, a soft partition of unity per head, with the
-    temperature :math:`\tau` learned per head (clamped to ``[0.1, 5]``).  The
-    coefficients are mass-weighted means,
+    \hat{\mathbf{u}}_i / \tau)`, a soft partition of unity per head, with the
+    temperature :math:`\tau` learned per head (clamped to ``[0.1, 5]``) and
+    :math:`\hat{\mathbf{u}}_i = (\mathbf{u}_i - \bar{\mathbf{u}}) / s` the head
+    slice of :math:`\mathbf{W}_u\mathbf{x}_i` standardised per graph: centred
+    by its mass-weighted mean :math:`\bar{\mathbf{u}}` over the graph and
+    divided by its mass-weighted standard deviation :math:`s` (over the nodes
+    and the head's channels; see :data:`STANDARDIZE_EPS`).  The partition thus
+    depends on how the nodes of a graph differ, not on the scale or offset of
+    the features, and it is sharp from the start (logits of standard deviation
+    about :math:`\min(1, \sqrt{d/k}) / \tau` per node, :math:`\mathbf{W}_b`
+    orthogonal), so that the coefficients of different basis functions
+    differ.  The moments are quadratures, like the coefficients: the same
+    shape sampled more finely gives the same partition.  The coefficients
+    are mass-weighted means,
     :math:`\mathbf{A} = \mathbf{D}^{-1}\Phi^\top\mathbf{M}\mathbf{V}` with
     :math:`\mathbf{D} = \mathrm{diag}(\Phi^\top\mathbf{M}\mathbf{1}) +`
     :data:`PARTITION_EPS`, and the mass of every graph normalised to one."""
 
     normalized_mass = True
 
-    def __init__(self, channels: int, heads: int, num_bases: int, bias: bool = True,
-                 temperature: float = 0.5):
-        super().__init__(channels, heads, num_bases, bias)
+    def __init__(self, channels: int, heads: int, num_bases: int, temperature: float = 0.5):
+        # no bias in lin_in: the standardisation removes any offset of u
+        super().__init__(channels, heads, num_bases, bias=False)
         self.init_temperature = temperature
         self.temperature = Parameter(torch.full((heads,), float(temperature)))
 
@@ -181,10 +219,36 @@ class LearnedPartition(_ProjectedBasis):
         torch.nn.init.zeros_(self.proj.bias)
         torch.nn.init.constant_(self.temperature, self.init_temperature)
 
-    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    def statistics(self, x: Tensor, weight: Tensor, nodes: NodeRange) -> Tensor:
+        return self._moments(self._head_input(x), weight, nodes)
+
+    def _moments(self, u: Tensor, weight: Tensor, nodes: NodeRange) -> Tensor:
+        """Per-graph weighted sums of ``u`` and of its mean square over the
+        head's channels: ``[b, H, d + 1]`` in the wide dtype (the variance is
+        their difference, which float32 would cancel)."""
+        H, n, d = u.shape
+        wide = wide_dtype(u.device)
+        with torch.autocast(u.device.type, enabled=False):
+            u = u.to(wide)
+            rows = torch.cat([u, u.square().mean(-1, keepdim=True)], dim=-1) * \
+                weight.to(wide).view(1, n, 1)
+            sums = segment_sum(rows.transpose(0, 1).reshape(n, H * (d + 1)), nodes.ptr, nodes.batch)
+        return sums.view(-1, H, d + 1)
+
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype, weight: Tensor,
+               nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
+        u = self._head_input(x)
+        if stats is None:
+            stats = self._moments(u, weight, nodes)
+        d = self.head_channels
+        mean, second = stats[..., :d], stats[..., d:]
+        variance = (second - mean.square().mean(-1, keepdim=True)).clamp_min(0)
+        inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + torch.finfo(torch.float32).tiny)
+        if nodes.batch is not None:
+            mean, inv_std = mean[nodes.batch], inv_std[nodes.batch]
+        u = (u - mean.transpose(0, 1).to(u.dtype)) * inv_std.transpose(0, 1).to(u.dtype)
         # 1/tau folded into the small weight, not into the [H, n, k] logits
-        scale = self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1)
-        logits = self._project(self._head_input(x), scale)
+        logits = self._project(u, self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1))
         return torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
 
     def extra(self, phi: Tensor, w: Tensor) -> Tensor:
@@ -207,7 +271,8 @@ class FixedOrthonormal(Basis):
     needs_orthonormal_basis = True
     min_nodes_is_num_bases = True
 
-    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype, weight: Tensor,
+               nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
         return psi.to(dtype).unsqueeze(0)
 
     def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
@@ -255,7 +320,8 @@ class AdaptedOrthonormal(_ProjectedBasis):
         torch.nn.init.zeros_(self.proj.weight)
         torch.nn.init.zeros_(self.proj.bias)
 
-    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype, weight: Tensor,
+               nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
         return psi.to(dtype) + self._project(self._head_input(x))
 
     def extra(self, phi: Tensor, w: Tensor) -> Tensor:
@@ -326,12 +392,12 @@ def make_basis(basis_type: str, channels: int, heads: int, num_bases: int, *, bi
     """The :class:`Basis` module of the kind ``basis_type``."""
     uses_eigenbasis(basis_type)  # validates the name
     if basis_type == "learned":
-        return LearnedPartition(channels, heads, num_bases, bias, temperature)
+        return LearnedPartition(channels, heads, num_bases, temperature)
     if basis_type == "laplacian":
         return FixedOrthonormal(channels, heads, num_bases)
     return AdaptedOrthonormal(channels, heads, num_bases, bias)
 
 
 __all__ = ["Basis", "LearnedPartition", "FixedOrthonormal", "AdaptedOrthonormal", "BASIS_TYPES",
-           "uses_eigenbasis", "make_basis", "PARTITION_EPS", "GRAM_JITTER", "BASIS_ATOL",
-           "wide_dtype"]
+           "uses_eigenbasis", "make_basis", "NodeRange", "PARTITION_EPS", "GRAM_JITTER",
+           "BASIS_ATOL", "STANDARDIZE_EPS", "wide_dtype"]

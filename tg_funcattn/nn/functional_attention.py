@@ -12,16 +12,13 @@ from torch.nn import Linear, Parameter
 from .._deprecation import renamed
 from .._validation import ValueChecks, check_finite, check_tensor
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming, validate_layout
-from .bases import BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, make_basis, wide_dtype
+from .bases import (BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, NodeRange, make_basis,
+                    wide_dtype)
 
-__all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER",
-           "REL_RIDGE"]
+__all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER"]
 
 SOLVES = ("auto", "primal", "dual")
 
-#: Relative floor of the ridge parameter: ``lambda + REL_RIDGE * ||K||_F^2``.
-#: Keeps the Gram matrix well conditioned whatever the scale of the keys.
-REL_RIDGE = 1e-10
 #: Parameter names of releases before the basis kinds became modules.
 _OLD_KEYS = {"lin_basis_in.": "basis_module.lin_in.", "basis_proj.": "basis_module.proj.",
              "temperature": "basis_module.temperature"}
@@ -52,9 +49,19 @@ class FunctionalAttention(torch.nn.Module):
     with :math:`\mathbf{C}\mathbf{V} = \mathbf{Q}\,(\mathbf{K}^{\top}\mathbf{K} +
     \lambda\mathbf{I})^{-1}\mathbf{K}^{\top}\mathbf{V}` evaluated in the
     cheaper of the primal (:math:`k \times k`) and dual (:math:`d \times d`)
-    forms and :math:`\lambda > 0` learned per head (plus
-    :math:`10^{-10}\|\mathbf{K}\|_F^2`, which bounds the condition number
-    whatever the scale of the keys).  The basis
+    forms.  The ridge is relative to the keys' own scale,
+    :math:`\lambda = \rho\,\|\mathbf{K}\|_F^2 / \min(k, d)` (the mean
+    squared singular value of :math:`\mathbf{K}` times :math:`\rho > 0`,
+    learned per head), so that the map does not vanish when the
+    coefficients are small and the layer is scale-free: scaling the
+    coefficients scales the output alike, and the condition number of the
+    solve is at most :math:`1 + \min(k, d) / \rho` whatever the scale of the
+    keys.  :math:`\mathbf{W}_q` starts equal to :math:`\mathbf{W}_k`, so the
+    initial map is :math:`\mathbf{C} = \mathbf{K}\mathbf{K}^\top(\mathbf{K}
+    \mathbf{K}^\top + \lambda\mathbf{I})^{-1}`, the identity on the
+    directions the keys determine (shrunk by the ridge elsewhere): at
+    initialisation the layer projects its values onto the basis and the
+    output varies across the nodes as the input does.  The basis
     :math:`\mathbf{\Phi} \in \mathbb{R}^{n \times k}` is
 
     * ``"learned"``: :math:`\Phi_i = \mathrm{softmax}(\mathbf{W}_b \mathbf{u}_i /
@@ -134,8 +141,9 @@ class FunctionalAttention(torch.nn.Module):
         temperature (float, optional): Initial softmax temperature :math:`\tau`
             of the learned basis, clamped to ``[0.1, 5]`` in use.
             (default: :obj:`0.5`)
-        ridge (float, optional): Initial ridge parameter :math:`\lambda`.
-            (default: :obj:`1.0`)
+        ridge (float, optional): Initial relative ridge :math:`\rho` (the
+            ridge :math:`\lambda` over the mean squared singular value of the
+            keys). (default: :obj:`0.1`)
         shared_ridge (bool, optional): One ridge parameter for all heads (as
             in the authors' models) instead of one per head.
             (default: :obj:`False`)
@@ -163,7 +171,7 @@ class FunctionalAttention(torch.nn.Module):
 
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
                  basis_type: str = "learned", dropout: float = 0.0, *, solve: str = "auto",
-                 temperature: float = 0.5, ridge: float = 1.0, shared_ridge: bool = False,
+                 temperature: float = 0.5, ridge: float = 0.1, shared_ridge: bool = False,
                  bias: bool = True, check_basis: bool = True, **kwargs):
         super().__init__()
         basis_type = renamed(kwargs, "basis", "basis_type", "FunctionalAttention", basis_type,
@@ -213,8 +221,10 @@ class FunctionalAttention(torch.nn.Module):
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""
-        for lin in (self.lin_value, self.lin_q, self.lin_k, self.lin_v, self.lin_out):
+        for lin in (self.lin_value, self.lin_k, self.lin_v, self.lin_out):
             lin.reset_parameters()
+        with torch.no_grad():  # W_q = W_k: the initial map is the identity up to the ridge
+            self.lin_q.weight.copy_(self.lin_k.weight)
         self.basis_module.reset_parameters()
         # softplus^-1(ridge)
         torch.nn.init.constant_(self.ridge_raw, self.init_ridge + math.log(-math.expm1(-self.init_ridge)))
@@ -229,7 +239,7 @@ class FunctionalAttention(torch.nn.Module):
 
     @property
     def ridge(self) -> Tensor:
-        r"""The ridge parameter :math:`\lambda > 0` per head, ``[H]``."""
+        r"""The relative ridge :math:`\rho > 0` per head, ``[H]``."""
         return F.softplus(self.ridge_raw).expand(self.heads)
 
     @property
@@ -321,7 +331,8 @@ class FunctionalAttention(torch.nn.Module):
         psi = layout.basis[:, :k] if self.basis_module.uses_eigenbasis else None
         if stream.chunk_size is None:
             # one pass: the basis of the analysis is reused by the synthesis
-            phi, value = self._basis(x, psi, dtype)
+            phi = self.basis_module.values(x, psi, dtype, weight, NodeRange(layout.ptr, layout.batch))
+            value = self.lin_value(x)
             sums = self.basis_module.analysis(phi, value, weight, layout.ptr)
             out_coef, state, fmap = self._map(sums, layout, return_maps)
             mat = self.basis_module.synthesis_matrix(out_coef, state, dtype)
@@ -336,11 +347,6 @@ class FunctionalAttention(torch.nn.Module):
             return out
         return out, bases.transpose(0, 1).expand(x.shape[0], H, k), fmap
 
-    def _basis(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-        """Basis values ``[H or 1, n, k]`` and projected values ``[n, channels]``
-        of a contiguous range of nodes."""
-        return self.basis_module.values(x, psi, dtype), self.lin_value(x)
-
     def _map(self, sums: Tensor, layout: GraphLayout, return_map: bool):
         """Coefficients from the analysis sums, then the functional map:
         ``C V`` ``[B, H, k, d]``, the basis kind's synthesis state and ``C``."""
@@ -352,41 +358,56 @@ class FunctionalAttention(torch.nn.Module):
     def _attend_chunked(self, x: Tensor, psi: Optional[Tensor], weight: Tensor,
                         layout: GraphLayout, stream: Streaming, dtype: torch.dtype,
                         return_maps: bool):
-        """Two streaming passes over chunks of nodes: the analysis sums are
-        accumulated per graph, the basis is recomputed for the synthesis.
-        Memory ``O(N channels + chunk_size heads k)``; with autograd every
-        chunk is checkpointed (recomputed in the backward pass)."""
+        """Streaming passes over chunks of nodes: the basis kind's per-graph
+        statistics (if it has any) and the analysis sums are accumulated per
+        graph, the basis is recomputed for the synthesis.  Memory
+        ``O(N channels + chunk_size heads k)``; with autograd every chunk is
+        checkpointed (recomputed in the backward pass)."""
         basis_module = self.basis_module
-        chunks = layout.chunks(stream.chunk_size)
+        chunks = [(s, e, g0, g1, NodeRange(ptr_c, None if layout.batch is None else
+                                           layout.batch[s:e] - g0))
+                  for s, e, g0, g1, ptr_c in layout.chunks(stream.chunk_size)]
 
-        def analysis(x_c, psi_c, w_c, ptr_c):
-            phi, value = self._basis(x_c, psi_c, dtype)
-            return basis_module.analysis(phi, value, w_c, ptr_c)
+        def per_graph(fn, stats):
+            """``fn(x_c, psi_c, w_c, nodes_c, stats_c)``, per-graph sums over the
+            nodes of a chunk, added up over the chunks."""
+            total = None
+            for s, e, g0, g1, nodes in chunks:
+                part = stream.run(fn, x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
+                                  None if stats is None else stats[g0:g1])
+                if part is None:
+                    return None
+                if total is None:
+                    total = part.new_zeros((layout.num_graphs,) + part.shape[1:])
+                index = torch.arange(g0, g1, device=x.device)
+                total = total.index_add(0, index, part) if stream.checkpoint else \
+                    total.index_add_(0, index, part)
+            return total
 
-        sums = None
-        for s, e, g0, g1, ptr_c in chunks:
-            part = stream.run(analysis, x[s:e], None if psi is None else psi[s:e], weight[s:e], ptr_c)
-            if sums is None:
-                sums = part.new_zeros((layout.num_graphs,) + part.shape[1:])
-            index = torch.arange(g0, g1, device=x.device)
-            sums = sums.index_add(0, index, part) if stream.checkpoint else \
-                sums.index_add_(0, index, part)
+        def statistics(x_c, psi_c, w_c, nodes, stats_c):
+            return basis_module.statistics(x_c, w_c, nodes)
+
+        def analysis(x_c, psi_c, w_c, nodes, stats_c):
+            phi = basis_module.values(x_c, psi_c, dtype, w_c, nodes, stats_c)
+            return basis_module.analysis(phi, self.lin_value(x_c), w_c, nodes.ptr)
+
+        stats = per_graph(statistics, None)
+        sums = per_graph(analysis, stats)
         out_coef, state, fmap = self._map(sums, layout, return_maps)
         mat = basis_module.synthesis_matrix(out_coef, state, dtype)
 
-        def synthesis(x_c, psi_c, mat_c, ptr_c):
-            phi = basis_module.values(x_c, psi_c, dtype)
-            return self.lin_out(basis_module.synthesis(phi, mat_c, ptr_c))
-
-        def bases(x_c, psi_c, state_c, ptr_c):
-            return basis_module.final(basis_module.values(x_c, psi_c, dtype), state_c, ptr_c)
+        def synthesis(x_c, psi_c, w_c, nodes, stats_c, mat_c):
+            phi = basis_module.values(x_c, psi_c, dtype, w_c, nodes, stats_c)
+            return self.lin_out(basis_module.synthesis(phi, mat_c, nodes.ptr))
 
         outs, phis = [], []
-        for s, e, g0, g1, ptr_c in chunks:
-            psi_c = None if psi is None else psi[s:e]
-            outs.append(stream.run(synthesis, x[s:e], psi_c, mat[g0:g1], ptr_c))
+        for s, e, g0, g1, nodes in chunks:
+            args = (x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
+                    None if stats is None else stats[g0:g1])
+            outs.append(stream.run(synthesis, *args, mat[g0:g1]))
             if return_maps:
-                phis.append(bases(x[s:e], psi_c, None if state is None else state[g0:g1], ptr_c))
+                phis.append(basis_module.final(basis_module.values(*args[:2], dtype, *args[2:]),
+                                               None if state is None else state[g0:g1], nodes.ptr))
         return torch.cat(outs), fmap, (torch.cat(phis, dim=1) if return_maps else None)
 
     def _resolve_solve(self) -> str:
@@ -436,14 +457,18 @@ def _functional_map(q: Tensor, k: Tensor, v: Tensor, ridge: Tensor, solve: str,
                     return_map: bool) -> Tuple[Tensor, Optional[Tensor]]:
     r"""``B = C V`` with ``C = Q K^T (K K^T + lambda I)^{-1}`` per graph and head.
 
-    ``q, k, v`` are ``[B, H, m, d]``; ``ridge`` is ``[H]``.  Returns ``B`` and,
+    ``q, k, v`` are ``[B, H, m, d]``; ``ridge`` is the relative ridge ``[H]``
+    (``lambda = ridge ||K||_F^2 / min(m, d)`` per graph and head).  Returns ``B`` and,
     if asked, ``C`` (``[B, H, m, m]``), both in the wide dtype.
     """
     wide = wide_dtype(q.device)
     with torch.autocast(q.device.type, enabled=False):
         q, k, v = q.to(wide), k.to(wide), v.to(wide)
         kt = k.transpose(-1, -2)
-        lam = ridge.to(wide).view(1, -1, 1, 1) + REL_RIDGE * k.square().sum((-1, -2), keepdim=True)
+        # relative ridge: rho times the mean squared singular value of K (floored at
+        # float32's smallest normal number, so that all-zero keys stay positive definite)
+        lam = ridge.to(wide).view(1, -1, 1, 1) * k.square().sum((-1, -2), keepdim=True) / \
+            min(k.shape[-2:]) + torch.finfo(torch.float32).tiny
         if solve == "dual":  # (K^T K + lam I_d)^{-1} K^T V, d x d
             gram = kt @ k
             chol, _ = torch.linalg.cholesky_ex(gram + lam * torch.eye(gram.shape[-1], dtype=wide, device=q.device))

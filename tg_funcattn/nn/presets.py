@@ -15,14 +15,19 @@ the training recipe it was published with.
     chosen once by farthest point sampling of the mesh vertices, random
     rotations in training.
 
-    It has the parameter count of the reference (542,888 with 260 classes).
-    Two differences remain: the reference's ridge enters as
-    :math:`(1 - a) KK^\top + aI` with :math:`a = \mathrm{sigmoid}(\alpha)`,
-    which is this layer's ridge :math:`\lambda = a / (1 - a)` with the
-    output scaled by :math:`1 / (1 - a)` (a gain the output projection
-    absorbs; the initial :math:`\lambda = 1` is the same), and the blocks
-    here also apply dropout inside the MLP (the reference only after the
-    attention).
+    The layer differs from the reference's in its parametrisation, not in
+    its method (``tests/nn/test_functional_attention.py`` maps one onto the
+    other): the reference's ridge enters as :math:`(1 - a) KK^\top + aI`
+    with :math:`a = \mathrm{sigmoid}(\alpha)`, an absolute ridge
+    :math:`a / (1 - a)` with the output scaled by :math:`1 / (1 - a)`, where
+    this layer's ridge is relative to the keys' scale (initially 0.1 of their
+    mean squared singular value); and this layer standardises the input of
+    the slices per graph, so that projection has no bias (542,376 parameters
+    with 260 classes against the reference's 542,888).  Both keep the
+    layer from being a near-constant map at initialisation, on which the
+    reference's parametrisation stalls (``benchmarks/bench_init_signal.py``).
+    The blocks here also apply dropout inside the MLP (the reference only
+    after the attention).
 
 As released, the authors' script does not run: it passes ``num_freqs=10`` to
 a model class that no longer accepts it (``TypeError``).  The preset is the
