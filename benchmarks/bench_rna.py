@@ -367,6 +367,10 @@ def render(result):
                  "the plateau at epoch 3 can 'escape' onto it, so read it with the last training "
                  "loss: the position-only plateau is about 3.3); train time relative to the first "
                  "row, mean over seeds.")
+    missing = [ROWS[name][0] for name in DEFAULT_ROWS
+               if not any(r["row"] == name for r in result["runs"])]
+    if missing:
+        lines.append("Rows of the full table not run here: " + "; ".join(missing) + ".")
     if result.get("eigen_seconds_per_mesh") is not None:
         n = a["train_molecules"] + a["val"] + 136
         per = result["eigen_seconds_per_mesh"]
