@@ -218,13 +218,13 @@ def test_rank_deficient_keys_give_the_minimum_norm_solution():
     so the output is the bias of the output projection."""
     layer = make_layer("learned", dtype=torch.float32, ridge=1e-3)
     with torch.no_grad():
-        layer.ridge_raw.fill_(-30.0)  # lambda = softplus(-30) ~ 1e-13: essentially no ridge
+        layer.ridge_raw.fill_(-30.0)  # rho = softplus(-30) ~ 1e-13 of ||K||^2: essentially no ridge
     for row in (torch.randn(1, 16), torch.zeros(1, 16)):  # zero input: the values are the bias
         x = row.repeat(64, 1).requires_grad_(True)
         out = layer(x)
         expected = _constant_input_closed_form(layer, row).float().expand_as(out)
         # float32 keys are rank one only to rounding, which the tiny ridge amplifies (float64:
-        # 1e-6); with a ridge of softplus(0) it would be off by 2-5%
+        # 1e-6); with a relative ridge of softplus(0) it would be off by about 10%
         torch.testing.assert_close(out, expected, atol=1e-3 * expected.abs().max().item(), rtol=0)
         out.sum().backward()
         assert torch.isfinite(x.grad).all()

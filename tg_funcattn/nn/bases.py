@@ -244,9 +244,10 @@ class LearnedPartition(_ProjectedBasis):
         mean, second = stats[..., :d], stats[..., d:]
         variance = (second - mean.square().mean(-1, keepdim=True)).clamp_min(0)
         inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + torch.finfo(torch.float32).tiny)
+        mean, inv_std = mean.to(u.dtype), inv_std.to(u.dtype)
         if nodes.batch is not None:
             mean, inv_std = mean[nodes.batch], inv_std[nodes.batch]
-        u = (u - mean.transpose(0, 1).to(u.dtype)) * inv_std.transpose(0, 1).to(u.dtype)
+        u = (u - mean.transpose(0, 1)) * inv_std.transpose(0, 1)
         # 1/tau folded into the small weight, not into the [H, n, k] logits
         logits = self._project(u, self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1))
         return torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)

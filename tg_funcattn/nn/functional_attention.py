@@ -64,9 +64,12 @@ class FunctionalAttention(torch.nn.Module):
     output varies across the nodes as the input does.  The basis
     :math:`\mathbf{\Phi} \in \mathbb{R}^{n \times k}` is
 
-    * ``"learned"``: :math:`\Phi_i = \mathrm{softmax}(\mathbf{W}_b \mathbf{u}_i /
-      \tau)` with :math:`\mathbf{u}_i` the head slice of
-      :math:`\mathbf{W}_u \mathbf{x}_i`, a soft partition of unity;
+    * ``"learned"``: :math:`\Phi_i = \mathrm{softmax}(\mathbf{W}_b \hat{\mathbf{u}}_i /
+      \tau)` with :math:`\hat{\mathbf{u}}_i` the head slice of
+      :math:`\mathbf{W}_u \mathbf{x}_i` standardised over the graph (its
+      mass-weighted mean subtracted, divided by its mass-weighted standard
+      deviation; :class:`~tg_funcattn.nn.bases.LearnedPartition`), a soft
+      partition of unity that is sharp from the start;
       :math:`\mathbf{D} = \mathrm{diag}(\Phi^\top \mathbf{M}\mathbf{1})`, so the
       coefficients are mass-weighted means (the mass of each graph is
       normalised to one; only its relative values matter).
