@@ -25,7 +25,6 @@ ridge parameters.
 Writes ``benchmarks/results/bench_init_signal.{md,json}``.
 """
 import argparse
-import json
 import math
 import os
 import statistics
@@ -36,9 +35,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine  # noqa: E402
+from common import machine, write_results  # noqa: E402
 
-from tg_funcattn._io import atomic_write  # noqa: E402
 from tg_funcattn.nn import FunctionalAttention  # noqa: E402
 
 NODES, CHANNELS, HEADS, BASES, DRAWS = 2000, 128, 8, 32, 5
@@ -170,8 +168,7 @@ def main():
     if args.rna_root:
         result["rna"] = rna_gradients(args.rna_root, args.steps, seeds=(0, 1))
     report = render(result)
-    atomic_write(args.out + ".json", lambda f: f.write(json.dumps(result, indent=1).encode()))
-    atomic_write(args.out + ".md", lambda f: f.write(report.encode()))
+    write_results(args.out, result, report)
     print(report)
 
 

@@ -15,7 +15,6 @@ DenseFunctionalAttention(64, 1)``.  Scores: validation accuracy at the end of
 each stage.  Writes ``benchmarks/results/bench_polynormer.{md,json}``.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine  # noqa: E402
+from common import machine, write_results  # noqa: E402
 
-from tg_funcattn._io import atomic_write  # noqa: E402
 from tg_funcattn.nn import DenseFunctionalAttention  # noqa: E402
 
 BLOCKS, SIZE, P_IN, P_OUT, NOISE, HIDDEN = 5, 300, 0.02, 0.002, 2.0, 64
@@ -106,8 +104,7 @@ def main():
     result = {"machine": machine(), "seeds": seeds,
               "rows": {name: [run(seed, swap) for seed in seeds] for name, swap in ROWS.items()}}
     report = render(result)
-    atomic_write(args.out + ".json", lambda f: f.write(json.dumps(result, indent=1).encode()))
-    atomic_write(args.out + ".md", lambda f: f.write(report.encode()))
+    write_results(args.out, result, report)
     print(report)
 
 

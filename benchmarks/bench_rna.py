@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Data
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine  # noqa: E402
+from common import machine, write_results  # noqa: E402
 from peers import DGCNN, PeerNet, PointNet2  # noqa: E402
 
 from tg_funcattn._io import atomic_write  # noqa: E402
@@ -476,8 +476,7 @@ def main():
     if any(needs_basis(r) for r in rows):
         result["eigen_seconds_per_mesh"] = precompute_seconds(args)
     report = render(result)
-    write_atomic(out + ".json", json.dumps(result, indent=1))
-    write_atomic(out + ".md", report)
+    write_results(out, result, report)
     os.remove(partial)
     print(report)
 

@@ -99,3 +99,14 @@ def machine(device="cpu"):
     if torch.device(device).type == "cuda":
         text += f", {torch.cuda.get_device_name()}"
     return text
+
+
+def write_results(out, result, report):
+    """``out.json`` (the measurements) and ``out.md`` (the report), each
+    written atomically (a temporary file renamed into place)."""
+    import json
+
+    from tg_funcattn._io import atomic_write
+
+    atomic_write(out + ".json", lambda f: f.write(json.dumps(result, indent=1).encode()))
+    atomic_write(out + ".md", lambda f: f.write(report.encode()))
