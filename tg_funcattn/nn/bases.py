@@ -60,6 +60,9 @@ BASIS_ATOL = 1e-2
 #: learned partition: ``var + STANDARDIZE_EPS * E[u^2]``, so that a graph whose
 #: nodes all have the same features (variance 0) gets a uniform partition.
 STANDARDIZE_EPS = 1e-6
+#: Absolute floor of that variance: features varying by less than ``1e-10``
+#: give a uniform partition (and finite float32 gradients for constant features).
+VARIANCE_FLOOR = 1e-20
 
 
 class NodeRange(NamedTuple):
@@ -235,19 +238,43 @@ class LearnedPartition(_ProjectedBasis):
             sums = segment_sum(rows.transpose(0, 1).reshape(n, H * (d + 1)), nodes.ptr, nodes.batch)
         return sums.view(-1, H, d + 1)
 
+    def _centred(self, u: Tensor, weight: Tensor, nodes: NodeRange) -> Tuple[Tensor, Tensor]:
+        """``u`` minus its per-graph weighted mean, and the per-node inverse
+        standard deviation ``[H, n, 1]`` (two passes, so no cancellation; in
+        float32 at least, whose range holds the squares of half-precision ``u``)."""
+        H, n, d = u.shape
+        u = u.to(torch.promote_types(u.dtype, torch.float32))
+        w = weight.to(u.dtype).view(n, 1)
+
+        def per_node(sums):  # [b, H * e] -> [H, n, e]
+            rows = sums.expand(n, -1) if nodes.batch is None else sums[nodes.batch]
+            return rows.view(n, H, -1).transpose(0, 1)
+
+        mean = segment_sum(u.transpose(0, 1).reshape(n, H * d) * w, nodes.ptr, nodes.batch)
+        centred = u - per_node(mean)
+        variance = segment_sum(centred.square().mean(-1).transpose(0, 1) * w, nodes.ptr,
+                               nodes.batch)  # [b, H]
+        second = variance + mean.view(-1, H, d).square().mean(-1)
+        inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + VARIANCE_FLOOR)
+        return centred, per_node(inv_std)
+
     def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype, weight: Tensor,
                nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
         u = self._head_input(x)
-        if stats is None:
-            stats = self._moments(u, weight, nodes)
-        d = self.head_channels
-        mean, second = stats[..., :d], stats[..., d:]
-        variance = (second - mean.square().mean(-1, keepdim=True)).clamp_min(0)
-        inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + torch.finfo(torch.float32).tiny)
-        mean, inv_std = mean.to(u.dtype), inv_std.to(u.dtype)
-        if nodes.batch is not None:
-            mean, inv_std = mean[nodes.batch], inv_std[nodes.batch]
-        u = (u - mean.transpose(0, 1)) * inv_std.transpose(0, 1)
+        if stats is None:  # the whole graphs: two passes, the mean, then the centred square
+            with torch.autocast(u.device.type, enabled=False):
+                u, inv_std = self._centred(u, weight, nodes)
+        else:  # a chunk: the moments of the whole graphs
+            d = self.head_channels
+            mean, second = stats[..., :d], stats[..., d:]
+            variance = (second - mean.square().mean(-1, keepdim=True)).clamp_min(0)
+            inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + VARIANCE_FLOOR).to(u.dtype)
+            mean = mean.to(u.dtype)
+            if nodes.batch is not None:
+                mean, inv_std = mean[nodes.batch], inv_std[nodes.batch]
+            u = u - mean.transpose(0, 1)
+            inv_std = inv_std.transpose(0, 1)
+        u = u * inv_std
         # 1/tau folded into the small weight, not into the [H, n, k] logits
         logits = self._project(u, self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1))
         return torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
