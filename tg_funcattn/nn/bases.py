@@ -196,9 +196,9 @@ class LearnedPartition(_ProjectedBasis):
     slice of :math:`\mathbf{W}_u\mathbf{x}_i` standardised per graph: centred
     by its mass-weighted mean :math:`\bar{\mathbf{u}}` over the graph and
     divided by its mass-weighted standard deviation :math:`s` (over the nodes
-    and the head's channels; see :data:`STANDARDIZE_EPS`).  The partition thus
-    depends on how the nodes of a graph differ, not on the scale or offset of
-    the features, and it is sharp from the start (logits of standard deviation
+    and the head's channels; see :data:`STANDARDIZE_EPS` and
+    :data:`VARIANCE_FLOOR`).  The partition thus depends on how the nodes of a
+    graph differ, not on the scale or offset of the features, and it is sharp from the start (logits of standard deviation
     about :math:`\min(1, \sqrt{d/k}) / \tau` per node, :math:`\mathbf{W}_b`
     orthogonal), so that the coefficients of different basis functions
     differ.  The moments are quadratures, like the coefficients: the same
@@ -428,4 +428,4 @@ def make_basis(basis_type: str, channels: int, heads: int, num_bases: int, *, bi
 
 __all__ = ["Basis", "LearnedPartition", "FixedOrthonormal", "AdaptedOrthonormal", "BASIS_TYPES",
            "uses_eigenbasis", "make_basis", "NodeRange", "PARTITION_EPS", "GRAM_JITTER",
-           "BASIS_ATOL", "STANDARDIZE_EPS", "wide_dtype"]
+           "BASIS_ATOL", "STANDARDIZE_EPS", "VARIANCE_FLOOR", "wide_dtype"]
