@@ -245,18 +245,12 @@ class LearnedPartition(_ProjectedBasis):
         H, n, d = u.shape
         u = u.to(torch.promote_types(u.dtype, torch.float32))
         w = weight.to(u.dtype).view(n, 1)
-
-        def per_node(sums):  # [b, H * e] -> [H, n, e]
-            rows = sums.expand(n, -1) if nodes.batch is None else sums[nodes.batch]
-            return rows.view(n, H, -1).transpose(0, 1)
-
         mean = segment_sum(u.transpose(0, 1).reshape(n, H * d) * w, nodes.ptr, nodes.batch)
-        centred = u - per_node(mean)
+        centred = u - _per_node(mean.view(-1, H, d), nodes, n)
         variance = segment_sum(centred.square().mean(-1).transpose(0, 1) * w, nodes.ptr,
-                               nodes.batch)  # [b, H]
-        second = variance + mean.view(-1, H, d).square().mean(-1)
-        inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + VARIANCE_FLOOR)
-        return centred, per_node(inv_std)
+                               nodes.batch).unsqueeze(-1)  # [b, H, 1]
+        second = variance + mean.view(-1, H, d).square().mean(-1, keepdim=True)
+        return centred, _per_node(_inverse_std(variance, second), nodes, n)
 
     def values(self, x: Tensor, psi: Optional[Tensor], dtype: torch.dtype, weight: Tensor,
                nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
@@ -268,12 +262,8 @@ class LearnedPartition(_ProjectedBasis):
             d = self.head_channels
             mean, second = stats[..., :d], stats[..., d:]
             variance = (second - mean.square().mean(-1, keepdim=True)).clamp_min(0)
-            inv_std = torch.rsqrt(variance + STANDARDIZE_EPS * second + VARIANCE_FLOOR).to(u.dtype)
-            mean = mean.to(u.dtype)
-            if nodes.batch is not None:
-                mean, inv_std = mean[nodes.batch], inv_std[nodes.batch]
-            u = u - mean.transpose(0, 1)
-            inv_std = inv_std.transpose(0, 1)
+            u = u - _per_node(mean.to(u.dtype), nodes, u.shape[1])
+            inv_std = _per_node(_inverse_std(variance, second).to(u.dtype), nodes, u.shape[1])
         u = u * inv_std
         # 1/tau folded into the small weight, not into the [H, n, k] logits
         logits = self._project(u, self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1))
@@ -385,6 +375,17 @@ class AdaptedOrthonormal(_ProjectedBasis):
             checks.add(torch.stack([failed.any(), failed.long().argmax(),
                                     (~torch.isfinite(gram)).any()]), _gram_error)
             return torch.linalg.solve_triangular(chol, eye, upper=True)
+
+
+def _per_node(per_graph: Tensor, nodes: NodeRange, n: int) -> Tensor:
+    """Per-graph values ``[b, H, e]`` at the ``n`` nodes of the range: ``[H, n, e]``."""
+    rows = per_graph.expand(n, -1, -1) if nodes.batch is None else per_graph[nodes.batch]
+    return rows.transpose(0, 1)
+
+
+def _inverse_std(variance: Tensor, second: Tensor) -> Tensor:
+    """``1 / s`` of the standardisation from the variance and the mean square."""
+    return torch.rsqrt(variance + STANDARDIZE_EPS * second + VARIANCE_FLOOR)
 
 
 def _gram_error(values) -> Optional[str]:
