@@ -117,6 +117,86 @@ def test_sgformer_and_polynormer_with_the_adapter_train():
         assert eval_loss() < 0.8 * before
 
 
+def planted_partition(seed, blocks=5, size=100, p_in=0.05, p_out=0.005, noise=1.5):
+    """A stochastic block model whose node features are the one-hot block plus
+    Gaussian noise: a node's own features say little, its neighbours more."""
+    from torch_geometric.utils import stochastic_blockmodel_graph
+
+    torch.manual_seed(seed)
+    probs = torch.full((blocks, blocks), p_out).fill_diagonal_(p_in)
+    edge_index = stochastic_blockmodel_graph([size] * blocks, probs)
+    y = torch.arange(blocks).repeat_interleave(size)
+    x = torch.nn.functional.one_hot(y, blocks).float() + noise * torch.randn(len(y), blocks)
+    perm = torch.randperm(len(y))
+    return x, edge_index, y, perm[:len(y) // 2], perm[len(y) // 2:]
+
+
+def validation_accuracy(model, data, optimizer, epochs, switch_at=None):
+    """Full-batch training with ``optimizer``; Polynormer's global stage from
+    epoch ``switch_at`` on."""
+    x, edge_index, y, train, val = data
+    batch = torch.zeros(len(y), dtype=torch.long)
+    for epoch in range(epochs):
+        if epoch == switch_at:
+            model._global = True
+        optimizer.zero_grad()
+        torch.nn.functional.nll_loss(model(x, edge_index, batch)[train], y[train]).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return (model(x, edge_index, batch).argmax(-1)[val] == y[val]).float().mean().item()
+
+
+@pytest.mark.slow
+def test_polynormer_with_the_swap_learns_a_planted_partition_as_well_as_unmodified():
+    # PyG's Polynormer stacks its global layers without a residual: the swapped
+    # layers alone must carry the class from the local stage to the prediction
+    # (a layer whose output is nearly constant at initialisation stays at chance)
+    models = pytest.importorskip("torch_geometric.nn.models")
+    if not hasattr(models, "Polynormer"):
+        pytest.skip("Polynormer is in torch_geometric >= 2.6")
+    scores = {False: [], True: []}
+    for seed in range(3):
+        for swap in scores:
+            data = planted_partition(seed)
+            torch.manual_seed(seed)
+            model = models.Polynormer(5, 64, 5)
+            if swap:  # as the README shows
+                for i in range(len(model.global_attn)):
+                    model.global_attn[i] = DenseFunctionalAttention(64)
+            optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+            scores[swap].append(validation_accuracy(model, data, optimizer, 60, switch_at=30))
+    unmodified, swapped = (sum(scores[s]) / 3 for s in (False, True))
+    assert unmodified > 0.6  # the task is learnable within the budget
+    assert swapped >= 0.9 * unmodified, scores
+
+
+@pytest.mark.slow
+def test_sgformer_with_the_swap_and_the_readme_optimiser_trains_every_new_parameter():
+    models = pytest.importorskip("torch_geometric.nn.models")
+    if not hasattr(models, "SGFormer"):
+        pytest.skip("SGFormer is in torch_geometric >= 2.6")
+    scores = {}
+    for swap in (False, True):
+        data = planted_partition(0)
+        torch.manual_seed(0)
+        model = models.SGFormer(5, 64, 5, trans_num_heads=8)
+        if swap:
+            for i in range(len(model.trans_conv.attns)):
+                model.trans_conv.attns[i] = DenseFunctionalAttention(64)
+            initial = {n: p.detach().clone() for n, p in model.trans_conv.attns.named_parameters()}
+        # the README's recipe: PyG's two parameter groups, built after the swap
+        optimizer = torch.optim.Adam([
+            dict(params=model.trans_conv.parameters(), weight_decay=1e-3),
+            dict(params=list(model.graph_conv.parameters()) + list(model.fc.parameters()))],
+            lr=1e-2)
+        scores[swap] = validation_accuracy(model, data, optimizer, 60)
+    for name, p in model.trans_conv.attns.named_parameters():
+        assert not torch.equal(p, initial[name]), f"{name} was not trained"
+    assert scores[False] > 0.6
+    assert scores[True] >= 0.9 * scores[False], scores
+
+
 def test_bad_input_names_the_argument():
     dense_attn = layer()
     _, _, dense, mask = padded(SIZES)
