@@ -79,8 +79,8 @@ from peers import DGCNN, PeerNet, PointNet2  # noqa: E402
 from tg_funcattn._io import atomic_write  # noqa: E402
 from tg_funcattn.datasets import NUM_RNA_CLASSES, RNASurfaceSegmentation  # noqa: E402
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
+from tg_funcattn.training.config import RECIPES  # noqa: E402
 from tg_funcattn.training.data import rna_validation_split  # noqa: E402
-from tg_funcattn.nn.presets import preset  # noqa: E402
 from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh,  # noqa: E402
                                     RandomEigenvectorSignFlip, RandomRotation, SampleMeshPoints,
                                     transfer_to_vertices)
@@ -118,9 +118,9 @@ def parse_overrides(text):
     return result
 
 
-#: The paper's training recipe (``presets.preset("paper_rna")["train"]``) without
-#: its budget: Adam, one-cycle schedule stepped per epoch, one molecule per step.
-PAPER_RECIPE = {key: value for key, value in preset("paper_rna")["train"].items()
+#: The paper's training recipe (``RECIPES["paper_rna"]``) without its budget: Adam,
+#: one-cycle schedule stepped per epoch, one molecule per step.
+PAPER_RECIPE = {key: value for key, value in RECIPES["paper_rna"].items()
                 if key in ("optimizer", "lr", "weight_decay", "schedule", "batch_size")}
 
 #: name -> (label, model factory, kind of forward call[, recipe replacing the
@@ -138,11 +138,11 @@ ROWS = {
         "FuncAttnNet, basis=laplacian_init, init=trunc_normal, head=mlp",
         _funcattn(basis_type="laplacian_init", init="trunc_normal", head="mlp"), "funcattn"),
     "edgeconv": (f"FuncAttnNet, basis=laplacian_init + edgeconv (k={LOCAL_K})",
-                 _funcattn(basis_type="laplacian_init", local="edgeconv", num_neighbors=LOCAL_K),
+                 _funcattn(basis_type="laplacian_init", local="edgeconv", k=LOCAL_K),
                  "funcattn"),
     "point_transformer": (f"FuncAttnNet, basis=laplacian_init + point_transformer (k={LOCAL_K})",
                           _funcattn(basis_type="laplacian_init", local="point_transformer",
-                                    num_neighbors=LOCAL_K),
+                                    k=LOCAL_K),
                           "funcattn"),
     "paper_preset": ("paper preset (paper_rna)",
                      lambda: FuncAttnNet.from_preset("paper_rna", 0, NUM_RNA_CLASSES), "funcattn"),

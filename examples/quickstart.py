@@ -30,9 +30,9 @@ def main():
     parser.add_argument("--shapes", type=int, default=80, help="training shapes per category")
     parser.add_argument("--points", type=int, default=512, help="mean points per shape")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--bases", type=int, default=16)
+    parser.add_argument("--hidden-channels", type=int, default=64)
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--num-bases", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -46,8 +46,8 @@ def main():
     train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)
     test_loader = DataLoader(test, batch_size=args.batch_size)
 
-    model = FuncAttnNet(in_channels=3, hidden_channels=args.hidden, out_channels=NUM_SHAPENET_PARTS,
-                        num_layers=args.layers, heads=4, num_bases=args.bases,
+    model = FuncAttnNet(in_channels=3, hidden_channels=args.hidden_channels, out_channels=NUM_SHAPENET_PARTS,
+                        num_layers=args.num_layers, heads=4, num_bases=args.num_bases,
                         num_categories=len(SHAPENET_CATEGORIES)).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr,

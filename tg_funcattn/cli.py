@@ -6,7 +6,7 @@
     tg-funcattn evaluate segmentation --ckpt runs/segmentation/checkpoints/best.ckpt
                                                     # -> runs/segmentation/checkpoints/evaluation_best.json
     tg-funcattn visualize --ckpt runs/segmentation/checkpoints/best.ckpt --out pictures
-    tg-funcattn precompute --dataset rna --root PATH --num-bases 64
+    tg-funcattn precompute --dataset rna --root PATH --num-eigenpairs 64
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from dataclasses import fields
 from typing import List, Optional
 
 from .nn.presets import PRESETS
-from .training.config import DATA_CONFIGS, SECTIONS, SEGMENTATION, RunConfig, add_arguments, data_config
+from .training.config import (DATA_CONFIGS, RECIPES, SECTIONS, SEGMENTATION, RunConfig, add_arguments,
+                              data_config)
 
 EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints/best.ckpt and "
           "last.ckpt (the last finished epoch, to resume from with --ckpt), logs/ (CSV and "
@@ -64,7 +65,7 @@ def _run_options(parser: argparse.ArgumentParser, kind: str) -> None:
     """The options of a training run of ``kind``: the fields of its
     :class:`~tg_funcattn.training.config.RunConfig` sections."""
     sections = SECTIONS[kind]
-    preset_keys = {"basis_type"}.union(*(set(p["net"]) | set(p["train"]) for p in PRESETS.values())) \
+    preset_keys = {"basis_type"}.union(*map(set, PRESETS.values()), *map(set, RECIPES.values())) \
         if kind == SEGMENTATION else set()
     add_arguments(parser.add_argument_group("data"), sections["data"], preset_keys=preset_keys)
     model = parser.add_argument_group("model")
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = commands.add_parser("precompute", help="compute the eigenbasis cache of a dataset",
                               parents=common)
-    pre.add_argument("--num-bases", type=int, default=64, help="eigenpairs per shape (default: %(default)s)")
+    pre.add_argument("--num-eigenpairs", type=int, default=64,
+                     help="eigenpairs per shape (default: %(default)s)")
     data = pre.add_argument_group("data")
     data.add_argument("--dataset", required=True,
                       choices=[name for section in DATA_CONFIGS for name in section.datasets])
@@ -157,8 +159,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace):
             args.ckpt, args.out, args.num_pictures, root=args.root, eigen_cache=args.eigen_cache,
             show=args.show)]}
     if args.command == "precompute":
-        options = {k: v for k, v in vars(args).items() if k not in ("command", "num_bases", "debug")}
-        return run.precompute(_checked(parser, data_config, options), args.num_bases)
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "num_eigenpairs", "debug")}
+        return run.precompute(_checked(parser, data_config, options), args.num_eigenpairs)
     if args.command == "evaluate":
         return _evaluate(parser, args)
     return run.train(_checked(parser, run_config, args))

@@ -1,5 +1,4 @@
-"""Several processes making the same dataset at once, and runs killed midway
-(issue 14, item 1): real processes, started together, into one root."""
+"""Several processes making the same dataset at once, and runs killed midway: real processes, started together, into one root."""
 import inspect
 import os
 import signal

@@ -60,21 +60,16 @@ def test_shapenet_part_sample_splits_and_categories(tmp_path):
 
 
 def test_shapenet_part_takes_pyg_shapenets_positional_order(tmp_path):
-    """ShapeNet(root, categories, include_normals, split) as in PyG; the former order
-    (root, categories, split, include_normals) is read with a FutureWarning."""
+    """ShapeNet(root, categories, include_normals, split) as in PyG; a split in the
+    place of include_normals is an error naming the order."""
     root = copy_sample("shapenet_part", tmp_path)
     data = ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, False, "test")
     assert len(data) == 4 and data.split == "test" and data[0].x is None
     assert torch.equal(data.y_mask, data.part_mask) and data.y_mask.shape == (16, 50)
     assert all(data.y_mask[int(d.category)][d.y].all() for d in data)
-    with pytest.warns(FutureWarning, match=r"include_normals, split\); it was 'split'.*"
-                                           r"pass split='val' by keyword"):
-        old = ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, "val", False)
-    assert len(old) == 2 and old.split == "val" and old[0].x is None
-    with pytest.warns(FutureWarning):
-        assert ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, "train")[0].x is not None
-    with pytest.warns(FutureWarning), pytest.raises(TypeError, match="two splits"):
-        ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, "train", split="test")
+    with pytest.raises(TypeError, match=r"'include_normals' must be a bool, got 'val' .*"
+                                        r"ShapeNetPart\(root, categories, include_normals, split\)"):
+        ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, "val", False)
     with pytest.raises(TypeError, match=r"'include_normals' must be a bool, got 1 .*"
                                         r"ShapeNetPart\(root, categories, include_normals, split\)"):
         ShapeNetPart(root, SHAPENET_SAMPLE_CATEGORIES, 1)

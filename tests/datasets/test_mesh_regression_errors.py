@@ -1,5 +1,4 @@
-"""MeshRegression targets that are complex, truncated or of the other kind
-(issue 14, items 4 and 5): a DatasetFormatError naming the file and what
+"""MeshRegression targets that are complex, truncated or of the other kind: a DatasetFormatError naming the file and what
 was expected."""
 import io
 import zipfile

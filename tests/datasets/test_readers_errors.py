@@ -1,5 +1,5 @@
-"""Raw and processed files that are not what a reader expects (issue 14, items
-4 and 5): errors name the file and what was expected; a processed file of
+"""Raw and processed files that are not what a reader expects:
+errors name the file and what was expected; a processed file of
 another kind is processed again."""
 import collections
 import logging

@@ -1,4 +1,4 @@
-"""Foreign eigenbasis cache entries (issue 14, item 4): every array's dtype and
+"""Foreign eigenbasis cache entries: every array's dtype and
 shape are checked from its header before anything is allocated, and anything
 unexpected is a corrupt entry: a warning naming the file, then recomputed and
 overwritten."""

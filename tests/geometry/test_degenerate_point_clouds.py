@@ -1,4 +1,4 @@
-"""Degenerate point clouds (issue 14, item 5): a clear error naming 'pos',
+"""Degenerate point clouds: a clear error naming 'pos',
 and nothing printed by the native triangulation."""
 import logging
 

@@ -250,20 +250,14 @@ def test_bad_geometry_raises_clear_errors():
         laplacian(pos, face, method="fem")
 
 
-def test_the_former_keyword_k_still_works_with_a_warning():
+def test_num_eigenpairs_by_position_or_keyword_and_unknown_keywords_are_errors():
     pos, face = icosphere(1)
     L, mass = laplacian(pos, face)
     expected = eigenbasis(L, mass, 5)
-    with pytest.warns(FutureWarning, match="eigenbasis: 'k' was renamed to 'num_eigenpairs'"):
-        evals, evecs = eigenbasis(L, mass, k=5)
-    assert np.array_equal(evals, expected[0]) and np.array_equal(evecs, expected[1])
     assert np.array_equal(eigenbasis(L, mass, num_eigenpairs=5)[0], expected[0])
-    with pytest.warns(FutureWarning, match="mesh_eigenbasis: 'k' was renamed"):
-        assert mesh_eigenbasis(pos, face, k=6).evals.shape == (6,)
     assert mesh_eigenbasis(pos, face, 6).evals.shape == (6,)
-    with pytest.raises(TypeError, match="got both 'num_eigenpairs'=6 and the deprecated 'k'=5"):
-        with pytest.warns(FutureWarning):
-            mesh_eigenbasis(pos, face, 6, k=5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'k'"):
+        mesh_eigenbasis(pos, face, k=6)
     with pytest.raises(TypeError, match="unexpected keyword argument 'num_eigenpair'"):
         eigenbasis(L, mass, num_eigenpair=5)
     with pytest.raises(TypeError, match="unexpected keyword argument 'methd'"):

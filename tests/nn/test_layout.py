@@ -64,52 +64,6 @@ def test_streaming_checkpoints_are_never_nested(monkeypatch):
     assert calls[0] > 0 and deepest[0] == 1
 
 
-def test_old_keyword_names_warn_and_still_work():
-    with pytest.warns(FutureWarning, match="'basis' was renamed to 'basis_type'"):
-        layer = FunctionalAttention(16, 2, 4, basis="laplacian")
-    assert layer.basis_type == "laplacian"
-    with pytest.warns(FutureWarning, match="basis was renamed to basis_type"):
-        assert layer.basis == "laplacian"
-    with pytest.warns(FutureWarning, match="'k' was renamed to 'num_neighbors'"):
-        block = FuncAttnBlock(16, 2, 4, local="edgeconv", k=5)
-    assert block.num_neighbors == 5
-    with pytest.warns(FutureWarning) as record:
-        net = FuncAttnNet(3, 16, 2, num_layers=1, heads=2, num_bases=4, basis="laplacian",
-                          task="graph", k=7)
-    assert len(record) == 3
-    assert (net.readout, net.num_neighbors, net.blocks[0].attn.basis_type) == ("graph", 7, "laplacian")
-    with pytest.raises(TypeError, match="got both 'readout'='graph' and the deprecated 'task'"), \
-            pytest.warns(FutureWarning):
-        FuncAttnNet(3, 16, 2, readout="graph", task="node")
-    with pytest.raises(TypeError, match="unexpected keyword argument"):
-        FunctionalAttention(16, 2, 4, num_basis=4)
-
-
-@pytest.mark.parametrize("kind", ["learned", "laplacian_init"])
-def test_state_dicts_with_the_old_parameter_names_load(kind):
-    """Checkpoints saved before the basis kinds became modules name the basis
-    parameters ``lin_basis_in``, ``basis_proj`` and ``temperature``."""
-    old_names = {"basis_module.lin_in.": "lin_basis_in.", "basis_module.proj.": "basis_proj.",
-                 "basis_module.temperature": "temperature"}
-    source = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis_type=kind)
-    with torch.no_grad():
-        for p in source.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    old = {}
-    for key, value in source.state_dict().items():
-        for new, before in old_names.items():
-            key = key.replace(new, before)
-        old[key] = value
-    assert any("lin_basis_in" in key for key in old)
-    target = FuncAttnNet(0, 16, 3, num_layers=2, heads=2, num_bases=4, basis_type=kind)
-    target.load_state_dict(old)
-    pos, batch = torch.randn(30, 3), batch_vector([12, 18])
-    basis = None if kind == "learned" else torch.randn(30, 4)
-    mass = torch.rand(30) + 0.5
-    torch.testing.assert_close(target(None, pos, batch, mass, basis),
-                               source(None, pos, batch, mass, basis))
-
-
 def test_an_eigenbasis_of_other_points_names_the_likely_cause():
     """Eigenvectors computed before the points were resampled have the wrong row count."""
     layer = FunctionalAttention(16, 2, 4, basis_type="laplacian")

@@ -13,7 +13,7 @@ from tg_funcattn.nn._layout import validate_layout
 @pytest.mark.parametrize("local", [None, "point_transformer", "edgeconv", GCNConv(16, 16),
                                    lambda c: GCNConv(c, c)])
 def test_block_batched_equals_alone(local):
-    block = FuncAttnBlock(16, heads=2, num_bases=4, local=local, num_neighbors=5).double()
+    block = FuncAttnBlock(16, heads=2, num_bases=4, local=local, k=5).double()
     sizes = [1, 9, 60]
     x = torch.randn(sum(sizes), 16, dtype=torch.float64)
     pos = torch.rand(sum(sizes), 3, dtype=torch.float64)
@@ -44,7 +44,7 @@ def test_block_local_branch_matters_and_needs_pos():
 @pytest.mark.parametrize("with_mass", [False, True])
 def test_net_batched_equals_alone(task, with_mass):
     net = FuncAttnNet(3, 16, 5, num_layers=2, heads=2, num_bases=4, readout=task,
-                      num_categories=3, local="edgeconv", num_neighbors=4).double()
+                      num_categories=3, local="edgeconv", k=4).double()
     sizes = [2, 11, 50]
     n = sum(sizes)
     x, pos = torch.randn(n, 3, dtype=torch.float64), torch.rand(n, 3, dtype=torch.float64)
@@ -141,9 +141,7 @@ def test_net_learns_a_task_that_needs_the_whole_graph(attention, monkeypatch):
     """Trained on 8 graphs, the network labels the points of unseen graphs;
     the same network with its attention replaced by zeros (a per-point MLP of
     the same architecture, the same training) stays near chance, so the
-    property holds only because the attention carries the graph's mean.
-    (The former task here, ``pos_x > 0.5``, was learnt just as well without
-    the attention.)"""
+    property holds only because the attention carries the graph's mean."""
     torch.manual_seed(0)
     net = FuncAttnNet(0, 32, 2, num_layers=2, heads=4, num_bases=8)
     if not attention:
@@ -212,11 +210,12 @@ def test_paper_rna_preset_has_the_reference_parameter_count():
     assert sum(p.numel() for p in net.parameters()) == reference_rna_parameters() - 4 * 128
     assert net.blocks[0].attn.num_bases == 128 and net.norm is None
     assert isinstance(net.head, torch.nn.Linear) and isinstance(net.lift, ResidualLift)
-    # overrides replace single settings; the recipe travels with the preset
+    # overrides replace single settings; preset() is a copy
     small = FuncAttnNet.from_preset("paper_rna", 6, 50, num_bases=32)
     assert small.blocks[0].attn.num_bases == 32 and small.head.out_features == 50
-    assert preset("paper_rna")["train"] == PRESETS["paper_rna"]["train"]
-    assert preset("paper_rna")["train"]["optimizer"] == "adam"
+    settings = preset("paper_rna")
+    settings["num_bases"] = 1
+    assert settings != PRESETS["paper_rna"] and PRESETS["paper_rna"]["num_bases"] == 128
     with pytest.raises(ValueError, match="unknown preset 'paper'; known presets: \\['paper_rna'\\]"):
         FuncAttnNet.from_preset("paper")
 

@@ -1,5 +1,4 @@
-"""Preconditions the layers check instead of computing something silently wrong
-(issue 14, items 3 and 5): the masses of a Laplacian basis, the mass
+"""Preconditions the layers check instead of computing something silently wrong: the masses of a Laplacian basis, the mass
 orthonormality of a fixed basis, and the inputs of FuncAttnNet (dtype,
 category, magnitude)."""
 import pytest

@@ -113,36 +113,6 @@ def test_checkpoint_round_trip_gives_identical_predictions(segmentation_run, tmp
                                batch_size=batch.num_graphs), before)
 
 
-def test_checkpoints_of_the_flat_layout_still_load(segmentation_run, tmp_path):
-    """Checkpoints written before RunConfig: the optimiser settings as hyper-parameters of
-    their own, FuncAttnNet's former keywords, the network's basis in the data settings."""
-    from torch_geometric.data import Batch
-
-    from tg_funcattn.datasets import SyntheticParts
-
-    tmp, out, _ = segmentation_run
-    raw = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    saved = raw["hyper_parameters"]
-    net = {{"basis_type": "basis", "num_neighbors": "k"}.get(k, k): v for k, v in saved["net"].items()}
-    raw["hyper_parameters"] = {
-        "net": net, "part_mask": saved["part_mask"], "category_names": saved["category_names"],
-        **saved["optim"], "data": {**saved["data"], "basis": net["basis"], "num_bases": net["num_bases"]}}
-    torch.save(raw, tmp_path / "flat.ckpt")
-    flat, kind = load_task(tmp_path / "flat.ckpt")
-    current, _ = load_task(out / "checkpoints" / "last.ckpt")
-    assert kind == "segmentation" and flat.hparams.optim == current.hparams.optim
-    assert flat.hparams.net == current.hparams.net and flat.hparams.data == current.hparams.data
-    batch = Batch.from_data_list(list(SyntheticParts(tmp / "data", "test", num_train=4, num_val=1,
-                                                     num_test=1, num_points=96)))
-    flat.eval(), current.eval()
-    with torch.no_grad():
-        assert torch.equal(flat(batch), current(batch))
-    raw["hyper_parameters"] = {**saved, "data": {**saved["data"], "colour": "red"}}
-    torch.save(raw, tmp_path / "unknown.ckpt")
-    with pytest.raises(ValueError, match="unknown SegmentationDataConfig key 'colour'"):
-        load_task(tmp_path / "unknown.ckpt")
-
-
 def test_metrics_json_config_reads_back(segmentation_run):
     _, out, _ = segmentation_run
     saved = json.loads((out / "metrics.json").read_text())["config"]
@@ -159,8 +129,8 @@ def test_metrics_json_config_reads_back(segmentation_run):
     (["train", "segmentation", "--num-bases", "0"], "'num_bases' (--num-bases) must be >= 1, got 0"),
     (["train", "regression", "--levels", "2,3", "--train-level", "4"], "is not one of the levels"),
     (["precompute", "--dataset", "operator", "--shapes", "3"], "key 'shapes'"),
-    (["train", "segmentation", "--dataset", "rna", "--basis", "laplacian"],
-     "(--points 4096) carry an interpolated one: use --basis laplacian_init, or --points 0"),
+    (["train", "segmentation", "--dataset", "rna", "--basis-type", "laplacian"],
+     "(--points 4096) carry an interpolated one: use --basis-type laplacian_init, or --points 0"),
     (["train", "regression", "--levels", "a,b"],
      "argument --levels: expected comma-separated int values (e.g. 2,3,4), got 'a,b'")])
 def test_bad_option_values_are_usage_errors_naming_the_option(capsys, argv, message):
@@ -226,7 +196,7 @@ def test_regression_on_user_mesh_data(tmp_path):
 
 @pytest.mark.parametrize("basis", ["laplacian", "laplacian_init"])
 def test_laplacian_bases_train(tmp_path, basis):
-    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--basis", basis, "--num-bases", "8",
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--basis-type", basis, "--num-bases", "8",
           "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
     assert list((tmp_path / "data" / "eigen_cache").rglob("*.npz"))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["net"]["basis_type"] == basis
@@ -273,7 +243,7 @@ def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
 
 
 def test_precompute_fills_the_cache(tmp_path):
-    main(["precompute", "--dataset", "synthetic", "--root", str(tmp_path), "--num-bases", "4",
+    main(["precompute", "--dataset", "synthetic", "--root", str(tmp_path), "--num-eigenpairs", "4",
           "--shapes", "2", "--points", "64"])
     assert len(list((tmp_path / "eigen_cache").rglob("*.npz"))) == 4 * (2 + 1 + 1)
 
@@ -308,7 +278,7 @@ def test_help_texts():
     assert "segmentation" in text and "regression" in text
     entry = subprocess.run([sys.executable, "-m", "tg_funcattn.cli", "train", "segmentation", "--help"],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert entry.returncode == 0 and "--basis" in entry.stdout and "--precision" in entry.stdout
+    assert entry.returncode == 0 and "--basis-type" in entry.stdout and "--precision" in entry.stdout
 
 
 def logged_train_epochs(out: Path):
@@ -393,7 +363,7 @@ def test_help_shows_every_default_and_the_split_sizes():
     sub = build_parser()._subparsers._group_actions[0].choices["train"]
     seg = sub._subparsers._group_actions[0].choices["segmentation"]
     text = " ".join(seg.format_help().split())
-    for flag in ("--hidden", "--layers", "--heads", "--max-epochs", "--batch-size", "--lr", "--shapes"):
+    for flag in ("--hidden-channels", "--num-layers", "--heads", "--max-epochs", "--batch-size", "--lr", "--shapes"):
         assert re.search(re.escape(flag) + r" [A-Z_]+ [^-]*\(default: [^)]+\)", text), flag
     assert "validation gets shapes // 7 and test 3 * shapes // 10" in text
     assert SegmentationDataConfig(shapes=20).synthetic_split_sizes == (20, 2, 6)
@@ -479,7 +449,7 @@ def test_evaluate_writes_next_to_the_checkpoint_never_over_training_outputs(segm
 
 @pytest.mark.parametrize("argv, flag", [
     (["evaluate", "segmentation", "--ckpt", "x.ckpt", "--points", "5"], "--points"),
-    (["evaluate", "segmentation", "--ckpt", "x.ckpt", "--hidden", "8"], "--hidden"),
+    (["evaluate", "segmentation", "--ckpt", "x.ckpt", "--hidden-channels", "8"], "--hidden-channels"),
     (["evaluate", "regression", "--ckpt", "x.ckpt", "--max-epochs", "3"], "--max-epochs"),
     (["visualize", "--ckpt", "x.ckpt", "--batch-size", "3"], "--batch-size")])
 def test_options_that_do_not_apply_to_a_command_are_errors(capsys, argv, flag):

@@ -1,6 +1,5 @@
 """SampleMeshPoints samples the mesh that the eigenbasis sees, cleaned by
-clean_mesh (issue 14, item 3), and mesh transforms name the bad argument
-(item 5)."""
+clean_mesh, and mesh transforms name the bad argument."""
 import pytest
 import torch
 from helpers import icosphere, requires

@@ -52,14 +52,12 @@ def test_eigenbasis_transform_takes_num_eigenpairs_and_the_former_k():
     transform = LaplacianEigenbasis(num_eigenpairs=6)
     assert transform.num_eigenpairs == 6
     assert repr(transform) == "LaplacianEigenbasis(num_eigenpairs=6, method='cotan', cache_dir=None)"
-    with pytest.warns(FutureWarning, match="LaplacianEigenbasis: 'k' was renamed") as record:
-        former = LaplacianEigenbasis(k=6)
-    assert record[0].filename == __file__  # the warning points at the caller
-    assert torch.equal(former(sphere_data()).evecs, transform(sphere_data()).evecs)
     with pytest.raises(ValueError, match="'num_eigenpairs' must be a positive int, got 0"):
         LaplacianEigenbasis(0)
     with pytest.raises(ValueError, match="'num_eigenpairs' must be a positive int, got None"):
-        LaplacianEigenbasis()
+        LaplacianEigenbasis(None)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'k'"):
+        LaplacianEigenbasis(k=6)
     with pytest.raises(TypeError, match="unexpected keyword argument 'cache'"):
         LaplacianEigenbasis(6, cache="/tmp")
 

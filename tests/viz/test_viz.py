@@ -7,7 +7,7 @@ import pytest
 from helpers import ROOT, assert_picture, icosphere, pixels, requires, skip_unless_rendering
 
 from tg_funcattn import viz
-from tg_funcattn.viz.run_pictures import part_names
+from tg_funcattn.training.pictures import part_names
 
 pytestmark = requires("matplotlib")
 

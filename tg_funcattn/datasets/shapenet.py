@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -70,9 +69,6 @@ class ShapeNetPart(FingerprintedDataset):
     The arguments come in the order of PyG's
     :class:`torch_geometric.datasets.ShapeNet` (``root, categories,
     include_normals, split, ...``), so a positional call written for PyG works.
-    A call in this class's former order (``root, categories, split,
-    include_normals``, told apart by the split being a string) still works,
-    with a ``FutureWarning``; pass ``split=`` by keyword.
 
     Mapping to PyG's ``ShapeNet``: ``pos``, ``x``, ``y`` and the dataset's
     :attr:`y_mask` (``[16, 50]`` boolean, the parts of each category; also
@@ -120,17 +116,6 @@ class ShapeNetPart(FingerprintedDataset):
                  include_normals: bool = True, split: str = "trainval",
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  pre_filter: Optional[Callable] = None, force_reload: bool = False):
-        if isinstance(include_normals, str):  # the former order (root, categories, split, ...)
-            warnings.warn(
-                f"ShapeNetPart(root, categories, {include_normals!r}, ...): the third positional "
-                "argument is now 'include_normals', as in PyG's ShapeNet(root, categories, "
-                "include_normals, split); it was 'split' (ShapeNetPart(root, categories, split, "
-                f"include_normals)). Read as split={include_normals!r}; pass "
-                f"split={include_normals!r} by keyword", FutureWarning, stacklevel=2)
-            if isinstance(split, str) and split != "trainval":
-                raise TypeError(f"ShapeNetPart got two splits, {include_normals!r} (third "
-                                f"positional argument) and split={split!r}")
-            include_normals, split = (True if isinstance(split, str) else split), include_normals
         if not isinstance(include_normals, (bool, np.bool_)):
             raise TypeError(f"'include_normals' must be a bool, got {include_normals!r} (the order "
                             "is ShapeNetPart(root, categories, include_normals, split), as in PyG)")

@@ -9,7 +9,6 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from .._deprecation import renamed
 from .._optional import available
 from .laplacian import clean_mesh, laplacian
 
@@ -25,8 +24,8 @@ EIGSH_TOL = 1e-8
 UNREFERENCED_MASS = 1e-8
 
 
-def eigenbasis(L, mass, num_eigenpairs: Optional[int] = None, *, shift: float = 1e-8,
-               max_tries: int = 6, dense_max: int = DENSE_MAX, **deprecated):
+def eigenbasis(L, mass, num_eigenpairs: int, *, shift: float = 1e-8, max_tries: int = 6,
+               dense_max: int = DENSE_MAX):
     r"""The ``num_eigenpairs`` smallest eigenpairs of
     :math:`\mathbf{L}\psi = \lambda\,\mathrm{diag}(m)\,\psi`.
 
@@ -51,15 +50,11 @@ def eigenbasis(L, mass, num_eigenpairs: Optional[int] = None, *, shift: float = 
         mass: Positive lumped masses ``[n]``.
         num_eigenpairs: Number of eigenpairs ``K``, ``1 <= K <= n`` (a larger
             ``K`` raises: no more than ``n`` independent functions exist on
-            ``n`` vertices).  The former name ``k`` still works, with a
-            ``FutureWarning``.
+            ``n`` vertices).
 
     Returns:
         ``(evals [K], evecs [n, K])`` as float64 arrays.
     """
-    num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "eigenbasis", num_eigenpairs, None)
-    if deprecated:
-        raise TypeError(f"eigenbasis() got an unexpected keyword argument '{next(iter(deprecated))}'")
     mass = np.asarray(mass, dtype=np.float64).reshape(-1)
     n = mass.shape[0]
     if not (hasattr(L, "shape") and L.shape == (n, n)):
@@ -159,7 +154,7 @@ class Eigenbasis(NamedTuple):
 
 
 def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "cotan",
-                    mollify_factor: float = 1e-5, **deprecated) -> Eigenbasis:
+                    mollify_factor: float = 1e-5) -> Eigenbasis:
     """Laplacian, mass and ``num_eigenpairs`` eigenpairs of a mesh or point cloud, robust to
     messy meshes, on every original vertex.
 
@@ -175,14 +170,9 @@ def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "
         pos: ``[N, 3]`` positions.
         face: ``[3, F]`` triangles (PyG layout) or ``None`` for a point cloud.
         num_eigenpairs: Number of eigenpairs (at most the number of valid
-            vertices).  The former name ``k`` still works, with a
-            ``FutureWarning``.
+            vertices).
         method: ``"cotan"`` or ``"robust"``; see :func:`laplacian`.
     """
-    num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "mesh_eigenbasis", num_eigenpairs, 64)
-    if deprecated:
-        raise TypeError("mesh_eigenbasis() got an unexpected keyword argument "
-                        f"'{next(iter(deprecated))}'")
     if face is None:
         L, mass = laplacian(pos, None, mollify_factor=mollify_factor)
         evals, evecs = eigenbasis(L, mass, num_eigenpairs)

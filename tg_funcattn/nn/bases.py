@@ -84,9 +84,7 @@ class Basis(Module):
     r"""A basis kind: :math:`k` basis functions per head of a layer with
     ``channels`` features split into ``heads`` heads of ``channels / heads``.
 
-    The owning layer calls :meth:`reset_parameters` (the constructor draws no
-    random numbers beyond those of its ``Linear`` layers, so that a layer is
-    initialised as before the kinds became modules).  Class attributes say
+    The owning layer calls :meth:`reset_parameters`.  Class attributes say
     what the layer must provide: ``uses_eigenbasis``
     (the ``basis`` tensor of the forward pass), ``normalized_mass`` (node
     weights normalised to sum to one per graph, else the raw mass), and

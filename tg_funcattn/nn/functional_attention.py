@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Linear, Parameter
 
-from .._deprecation import renamed
 from .._validation import ValueChecks, check_finite, check_tensor
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming, validate_layout
 from .bases import (BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, NodeRange, make_basis,
@@ -18,10 +17,6 @@ from .bases import (BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, NodeRan
 __all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER"]
 
 SOLVES = ("auto", "primal", "dual")
-
-#: Parameter names of releases before the basis kinds became modules.
-_OLD_KEYS = {"lin_basis_in.": "basis_module.lin_in.", "basis_proj.": "basis_module.proj.",
-             "temperature": "basis_module.temperature"}
 
 
 class FunctionalAttention(torch.nn.Module):
@@ -135,8 +130,7 @@ class FunctionalAttention(torch.nn.Module):
             head. (default: :obj:`32`)
         basis_type (str, optional): The basis kind, ``"learned"``,
             ``"laplacian"`` or ``"laplacian_init"`` (the modules of
-            :mod:`tg_funcattn.nn.bases`; formerly ``basis``, which still
-            works with a warning). (default: :obj:`"learned"`)
+            :mod:`tg_funcattn.nn.bases`). (default: :obj:`"learned"`)
         dropout (float, optional): Dropout on the output. (default: :obj:`0.0`)
         solve (str, optional): ``"auto"`` (the smaller of :math:`k` and
             :math:`d`), ``"primal"`` (:math:`k \times k` system) or ``"dual"``
@@ -175,12 +169,8 @@ class FunctionalAttention(torch.nn.Module):
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
                  basis_type: str = "learned", dropout: float = 0.0, *, solve: str = "auto",
                  temperature: float = 0.5, ridge: float = 0.1, shared_ridge: bool = False,
-                 bias: bool = True, check_basis: bool = True, **kwargs):
+                 bias: bool = True, check_basis: bool = True):
         super().__init__()
-        basis_type = renamed(kwargs, "basis", "basis_type", "FunctionalAttention", basis_type,
-                             "learned")
-        if kwargs:
-            raise TypeError(f"FunctionalAttention got unexpected keyword argument(s) {sorted(kwargs)}")
         for name, value in (("channels", channels), ("heads", heads), ("num_bases", num_bases)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"'{name}' must be a positive int, got {value!r}")
@@ -219,7 +209,6 @@ class FunctionalAttention(torch.nn.Module):
         self.shared_ridge = shared_ridge
         self.ridge_raw = Parameter(torch.empty(1 if shared_ridge else heads))
         self.lin_out = Linear(channels, channels, bias=bias)
-        self._register_load_state_dict_pre_hook(_rename_old_keys)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -231,14 +220,6 @@ class FunctionalAttention(torch.nn.Module):
         self.basis_module.reset_parameters()
         # softplus^-1(ridge)
         torch.nn.init.constant_(self.ridge_raw, self.init_ridge + math.log(-math.expm1(-self.init_ridge)))
-
-    @property
-    def basis(self) -> str:
-        """Deprecated name of :attr:`basis_type`."""
-        import warnings
-        warnings.warn("FunctionalAttention.basis was renamed to basis_type", FutureWarning,
-                      stacklevel=2)
-        return self.basis_type
 
     @property
     def ridge(self) -> Tensor:
@@ -434,15 +415,6 @@ class FunctionalAttention(torch.nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
                 f"num_bases={self.num_bases}, basis_type='{self.basis_type}')")
-
-
-def _rename_old_keys(state_dict, prefix, *args) -> None:
-    """Loads state dicts saved before the basis kinds became modules."""
-    for key in [key for key in state_dict if key.startswith(prefix)]:
-        for old, new in _OLD_KEYS.items():
-            if key[len(prefix):].startswith(old):
-                state_dict[prefix + new + key[len(prefix) + len(old):]] = state_dict.pop(key)
-                break
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:

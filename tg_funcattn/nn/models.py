@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
 
-from .._deprecation import renamed
 from .._validation import ValueChecks, check_finite, check_tensor
 from ..ops.knn import knn_graph_validated
 from ..ops.segment import segment_sum
@@ -108,7 +107,7 @@ class FuncAttnBlock(Module):
         heads (int, optional): Attention heads. (default: :obj:`8`)
         num_bases (int, optional): Basis functions per head. (default: :obj:`32`)
         basis_type (str, optional): ``"learned"``, ``"laplacian"`` or
-            ``"laplacian_init"`` (formerly ``basis``). (default: :obj:`"learned"`)
+            ``"laplacian_init"``. (default: :obj:`"learned"`)
         mlp_ratio (float, optional): Hidden size of the MLP relative to
             ``channels``. (default: :obj:`2.0`)
         dropout (float, optional): Dropout in attention and MLP. (default: :obj:`0.0`)
@@ -121,9 +120,8 @@ class FuncAttnBlock(Module):
             :class:`~torch_geometric.nn.conv.GINEConv`), or a factory
             ``channels -> module``;
             ``None`` for no local branch. (default: :obj:`None`)
-        num_neighbors (int, optional): Neighbours of the kNN graph when
-            ``edge_index`` is not passed to :meth:`forward` (formerly ``k``).
-            (default: :obj:`16`)
+        k (int, optional): Neighbours of the kNN graph when ``edge_index``
+            is not passed to :meth:`forward`. (default: :obj:`16`)
         **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
 
     Shapes:
@@ -136,14 +134,12 @@ class FuncAttnBlock(Module):
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
                  basis_type: str = "learned", mlp_ratio: float = 2.0, dropout: float = 0.0,
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
-                 num_neighbors: int = 16, **kwargs):
+                 k: int = 16, **kwargs):
         super().__init__()
-        basis_type = renamed(kwargs, "basis", "basis_type", "FuncAttnBlock", basis_type, "learned")
-        num_neighbors = renamed(kwargs, "k", "num_neighbors", "FuncAttnBlock", num_neighbors, 16)
-        if not isinstance(num_neighbors, int) or isinstance(num_neighbors, bool) or num_neighbors < 1:
-            raise ValueError(f"'num_neighbors' must be a positive int, got {num_neighbors!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"'k' must be a positive int, got {k!r}")
         self.channels = channels
-        self.num_neighbors = num_neighbors
+        self.k = k
         self.norm1 = LayerNorm(channels)
         self.attn = FunctionalAttention(channels, heads, num_bases, basis_type, dropout, **kwargs)
         self.local = None if local is None else _make_local(local, channels)
@@ -186,7 +182,7 @@ class FuncAttnBlock(Module):
         layout = self.attn.validate(x.shape[0], x.device, batch, batch_size, mass, basis, checks)
         checks.run()
         if self.local is not None and edge_index is None:
-            edge_index = knn_edges(pos, self.num_neighbors, layout)
+            edge_index = knn_edges(pos, self.k, layout)
         out = self.forward_validated(x, layout, pos=pos, edge_index=edge_index,
                                      return_maps=return_maps,
                                      stream=streaming(chunk_size, x.shape[0]), **local_kwargs)
@@ -228,14 +224,10 @@ class FuncAttnNet(Module):
     ``num_categories`` adds a learned embedding of each graph's category to
     every node of that graph.
 
-    The defaults are the configuration that trained best on real RNA
-    surfaces at the CPU budget of ``benchmarks/bench_rna.py`` without a local
-    branch (PyTorch's initialisation and a single Linear head; see the README,
-    "Results on real data"); on meshes, ``basis_type="laplacian_init"`` with the
-    surface's eigenbasis was the only kind that learned more than what a
-    point's own position tells, and ``local="edgeconv", num_neighbors=8`` added about 9
-    points of accuracy at about 6x the time per epoch.  :meth:`from_preset`
-    builds the authors' RNA model.
+    On meshes, pass the surface's eigenbasis with
+    ``basis_type="laplacian_init"`` (the README's "Results on real data"
+    compares the kinds, heads and local branches).  :meth:`from_preset` builds
+    the authors' RNA model.
 
     Args:
         in_channels (int): Size of the node features ``x`` (``0``: positions only).
@@ -245,10 +237,10 @@ class FuncAttnNet(Module):
         heads (int, optional): Attention heads. (default: :obj:`8`)
         num_bases (int, optional): Basis functions per head. (default: :obj:`32`)
         basis_type (str, optional): ``"learned"``, ``"laplacian"`` or
-            ``"laplacian_init"`` (formerly ``basis``). (default: :obj:`"learned"`)
+            ``"laplacian_init"``. (default: :obj:`"learned"`)
         readout (str, optional): ``"node"`` (one output per node) or
             ``"graph"`` (the mass-weighted mean of each graph's nodes before
-            the head; formerly ``task``). (default: :obj:`"node"`)
+            the head). (default: :obj:`"node"`)
         pos_channels (int, optional): Dimension of ``pos``, concatenated to
             ``x`` at the input; ``0`` to ignore positions in the lift.
             (default: :obj:`3`)
@@ -258,9 +250,9 @@ class FuncAttnNet(Module):
             every block (see :class:`FuncAttnBlock`); a module instance is
             copied, so that every block has its own weights (re-initialised
             by :meth:`reset_parameters`). (default: :obj:`None`)
-        num_neighbors (int, optional): Neighbours of the kNN graph of the
-            local branch, built once per forward pass and shared by the
-            blocks (formerly ``k``). (default: :obj:`16`)
+        k (int, optional): Neighbours of the kNN graph of the local branch,
+            built once per forward pass and shared by the blocks.
+            (default: :obj:`16`)
         mlp_ratio (float, optional): MLP width relative to ``hidden_channels``.
             (default: :obj:`2.0`)
         dropout (float, optional): Dropout. (default: :obj:`0.0`)
@@ -273,8 +265,7 @@ class FuncAttnNet(Module):
         init (str, optional): ``"default"`` (PyTorch's and PyG's
             initialisation) or ``"trunc_normal"`` (every ``Linear`` of the
             lift and blocks from a normal of standard deviation 0.02, biases
-            zero, as the authors; on RNA it trained 9 points of accuracy
-            below the default, 23 with the MLP head). (default: :obj:`"default"`)
+            zero, as the authors). (default: :obj:`"default"`)
         **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
 
     Shapes:
@@ -290,12 +281,9 @@ class FuncAttnNet(Module):
                  basis_type: str = "learned", readout: str = "node", pos_channels: int = 3,
                  num_categories: Optional[int] = None,
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
-                 num_neighbors: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 k: int = 16, mlp_ratio: float = 2.0, dropout: float = 0.0,
                  lift: str = "mlp", head: str = "linear", init: str = "default", **kwargs):
         super().__init__()
-        basis_type = renamed(kwargs, "basis", "basis_type", "FuncAttnNet", basis_type, "learned")
-        readout = renamed(kwargs, "task", "readout", "FuncAttnNet", readout, "node")
-        num_neighbors = renamed(kwargs, "k", "num_neighbors", "FuncAttnNet", num_neighbors, 16)
         for name, value, kinds in (("lift", lift, LIFTS), ("head", head, HEADS),
                                    ("init", init, INITS), ("readout", readout, READOUTS)):
             if value not in kinds:
@@ -311,7 +299,7 @@ class FuncAttnNet(Module):
         self.readout = readout
         self.pos_channels = pos_channels
         self.num_categories = num_categories
-        self.num_neighbors = num_neighbors
+        self.k = k
         self.init = init
         self.lift = (MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
@@ -321,7 +309,7 @@ class FuncAttnNet(Module):
         self.blocks = torch.nn.ModuleList([
             FuncAttnBlock(hidden_channels, heads, num_bases, basis_type, mlp_ratio, dropout,
                           copy.deepcopy(local) if isinstance(local, Module) else local,
-                          num_neighbors, **kwargs) for _ in range(num_layers)])
+                          k, **kwargs) for _ in range(num_layers)])
         if head == "mlp":
             self.norm = LayerNorm(hidden_channels)
             self.head = MLP(hidden_channels, hidden_channels, out_channels, dropout)
@@ -335,11 +323,10 @@ class FuncAttnNet(Module):
                     **overrides) -> "FuncAttnNet":
         r"""A network of a named configuration (see
         :mod:`tg_funcattn.nn.presets`), e.g. ``"paper_rna"``, the authors'
-        RNA segmentation model.  ``overrides`` replace single settings; the
-        training recipe of the preset is ``presets.preset(name)["train"]``."""
+        RNA segmentation model.  ``overrides`` replace single settings."""
         from .presets import preset
 
-        settings = preset(name)["net"]
+        settings = preset(name)
         settings.update(overrides)
         return cls(in_channels, out_channels=out_channels, **settings)
 
@@ -441,7 +428,7 @@ class FuncAttnNet(Module):
             emb = self.category_emb(category)
             h = h + (emb.expand(h.shape[0], -1) if layout.batch is None else emb[layout.batch])
         if local is not None and edge_index is None:
-            edge_index = knn_edges(pos, self.num_neighbors, layout)
+            edge_index = knn_edges(pos, self.k, layout)
         maps = []
         for block in self.blocks:
             h = block.forward_validated(h, layout, pos=pos, edge_index=edge_index,
@@ -526,10 +513,10 @@ def _check_local_kwargs(local: Optional[Module], local_kwargs: dict,
                          "(build it with local=...)")
 
 
-def knn_edges(pos: Tensor, num_neighbors: int, layout: GraphLayout) -> Tensor:
+def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tensor:
     """The kNN graph of the local branch on validated positions (the one
     place it is built: once per forward pass, shared by the blocks)."""
-    return knn_graph_validated(pos, num_neighbors, layout.batch, layout.ptr)
+    return knn_graph_validated(pos, k, layout.batch, layout.ptr)
 
 
 def _weighted_mean(h: Tensor, layout: GraphLayout) -> Tensor:

@@ -1,5 +1,6 @@
-r"""Named configurations of :class:`~tg_funcattn.nn.FuncAttnNet`: a network and
-the training recipe it was published with.
+r"""Named configurations of :class:`~tg_funcattn.nn.FuncAttnNet` (the network;
+the training recipe a configuration was published with is
+:data:`tg_funcattn.training.config.RECIPES`).
 
 ``paper_rna``
     The authors' RNA surface segmentation model (``RNA-Segmentation/`` in
@@ -9,11 +10,7 @@ the training recipe it was published with.
     with a learned offset, no final LayerNorm and a single Linear head, every
     Linear of the lift and blocks initialised from a normal distribution of
     standard deviation 0.02 (the head keeps PyTorch's default), one ridge
-    parameter per layer.  Trained with Adam (learning rate
-    :math:`10^{-3}`, no weight decay) under a one-cycle schedule stepped once
-    per epoch, one molecule per step, 200 epochs, 4096 points per molecule
-    chosen once by farthest point sampling of the mesh vertices, random
-    rotations in training.
+    parameter per layer.
 
     The layer differs from the reference's in its parametrisation, not in
     its method (``tests/nn/test_functional_attention.py`` maps one onto the
@@ -37,21 +34,17 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-#: name -> {"net": FuncAttnNet keyword arguments (without in/out channels),
-#: "train": the published training recipe}
-PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
-    "paper_rna": {
-        "net": dict(hidden_channels=128, num_layers=4, heads=8, num_bases=128, mlp_ratio=2.0,
-                    dropout=0.1, lift="residual", head="linear", init="trunc_normal",
-                    shared_ridge=True),
-        "train": dict(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="onecycle",
-                      batch_size=1, max_epochs=200, points=4096),
-    },
+#: name -> FuncAttnNet keyword arguments (without in/out channels)
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "paper_rna": dict(hidden_channels=128, num_layers=4, heads=8, num_bases=128, mlp_ratio=2.0,
+                      dropout=0.1, lift="residual", head="linear", init="trunc_normal",
+                      shared_ridge=True),
 }
 
 
-def preset(name: str) -> Dict[str, Dict[str, Any]]:
-    """The preset ``name`` (a copy), or a ``ValueError`` listing the known ones."""
+def preset(name: str) -> Dict[str, Any]:
+    """The network settings of the preset ``name`` (a copy), or a
+    ``ValueError`` listing the known ones."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
-    return {part: dict(values) for part, values in PRESETS[name].items()}
+    return dict(PRESETS[name])

@@ -32,6 +32,15 @@ DEFAULT_ROOTS = {"synthetic": "synthetic_parts", "shapenet": "shapenet_part",
                  "rna": "rna_surface_segmentation", "operator": "mesh_operator_regression",
                  "mesh": "mesh_regression"}
 
+#: preset name (:data:`tg_funcattn.nn.presets.PRESETS`) -> the training recipe it was
+#: published with.  ``paper_rna``: Adam (learning rate 1e-3, no weight decay) under a
+#: one-cycle schedule stepped once per epoch, one molecule per step, 200 epochs, 4096
+#: points per molecule (the authors' ``rna_point_segmentation.py``).
+RECIPES: Dict[str, Dict[str, Any]] = {
+    "paper_rna": dict(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="onecycle",
+                      batch_size=1, max_epochs=200, points=4096),
+}
+
 #: data sets of meshes, where ``basis_type="auto"`` takes the Laplacian-initialised basis
 MESH_DATASETS = ("rna",)
 
@@ -220,16 +229,16 @@ class ModelConfig(_Section):
     """The :class:`~tg_funcattn.nn.FuncAttnNet` settings (field names are its
     keywords).  Defaults: segmentation's, the best configuration of
     ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU budget without
-    a local branch (``--local edgeconv --k-neighbors 8`` added about 9 points
+    a local branch (``--local edgeconv --k 8`` added about 9 points
     at about 6x the time per epoch; see the README, "Results on real data")."""
 
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
                                       "learned on point clouds; laplacian needs the eigenbasis of the "
-                                      "nodes themselves (rna: --points 0)", flag="--basis",
+                                      "nodes themselves (rna: --points 0)",
                               choices=("auto", *BASIS_TYPES))
     num_bases: int = _option(32, "basis functions per head (k)", at_least=1)
-    hidden_channels: int = _option(128, "width", flag="--hidden", at_least=1)
-    num_layers: int = _option(4, "blocks", flag="--layers", at_least=1)
+    hidden_channels: int = _option(128, "width", at_least=1)
+    num_layers: int = _option(4, "blocks", at_least=1)
     heads: int = _option(8, "attention heads", at_least=1)
     mlp_ratio: float = _option(2.0, "MLP width / width", above=0)
     dropout: float = _option(0.0, "dropout probability", at_least=0)
@@ -241,8 +250,7 @@ class ModelConfig(_Section):
     shared_ridge: bool = _option(False, "one ridge parameter for all heads (the authors')")
     local: str = _option("none", "local message-passing branch over a kNN graph",
                          choices=("none", *LOCAL_KINDS))
-    num_neighbors: int = _option(16, "neighbours of the local branch's kNN graph",
-                                 flag="--k-neighbors", at_least=1)
+    k: int = _option(16, "neighbours of the local branch's kNN graph", at_least=1)
 
     def resolved_basis_type(self, dataset: str) -> str:
         """``auto``: ``laplacian_init`` on meshes (eigenbases of the surface, the
@@ -339,9 +347,9 @@ class RunConfig:
         sampled = isinstance(self.data, SegmentationDataConfig) and self.data.dataset in MESH_DATASETS \
             and self.data.num_points
         if sampled and self.model.resolved_basis_type(self.data.dataset) == "laplacian":
-            raise ValueError(f"'basis_type' (--basis) laplacian needs an eigenbasis orthonormal on the "
+            raise ValueError(f"'basis_type' (--basis-type) laplacian needs an eigenbasis orthonormal on the "
                              f"nodes themselves; the points sampled from the {self.data.dataset} meshes "
-                             f"(--points {self.data.num_points}) carry an interpolated one: use --basis "
+                             f"(--points {self.data.num_points}) carry an interpolated one: use --basis-type "
                              f"laplacian_init, or --points 0 for the meshes' vertices")
 
     @property
@@ -356,14 +364,15 @@ class RunConfig:
     @classmethod
     def create(cls, kind: str, options: Dict[str, Any], preset: Optional[str] = None) -> "RunConfig":
         """The run of ``kind`` with ``options`` (field name -> value, any section)
-        over the values of ``preset`` (a published network and recipe, see
-        :mod:`tg_funcattn.nn.presets`) over the defaults."""
+        over the values of ``preset`` (a published network,
+        :data:`~tg_funcattn.nn.presets.PRESETS`, and its recipe, :data:`RECIPES`)
+        over the defaults."""
         values: Dict[str, Any] = {}
         if preset is not None:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
             # a preset's network has FuncAttnNet's learned bases unless it names a basis
-            values = {"basis_type": "learned", **PRESETS[preset]["net"], **PRESETS[preset]["train"]}
+            values = {"basis_type": "learned", **PRESETS[preset], **RECIPES.get(preset, {})}
         values.update(options)
         sections = {}
         for name, section in SECTIONS[kind].items():

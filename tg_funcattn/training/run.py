@@ -18,9 +18,10 @@ import torch
 from .._io import atomic_write
 from .._optional import available, require
 from ..nn.bases import uses_eigenbasis
-from ..viz.run_pictures import write_run_pictures
 from .config import REGRESSION, SEGMENTATION, DataConfig, RunConfig, TrainerConfig, data_config
 from .data import build_data
+from .logs import LOGS, new_version
+from .pictures import write_run_pictures
 
 
 # ---------------------------------------------------------------- settings
@@ -53,20 +54,9 @@ def _monitor(data: DataConfig):
     return ("val_instance_miou", "max") if data.dataset != "rna" else ("val_accuracy", "max")
 
 
-def _log_version(logs: Path):
-    """The log version of a new run: ``""`` (the folder ``logs`` itself) for the
-    first run into ``logs``, 1, 2, ... (``logs/version_N``) for later ones (a
-    resume), so that no run deletes or rewrites the logs and ``hparams.yaml`` of
-    an earlier one."""
-    if not logs.is_dir() or not any(logs.iterdir()):
-        return ""
-    taken = [int(p.name[8:]) for p in logs.glob("version_*") if p.name[8:].isdigit()]
-    return max(taken, default=0) + 1
-
-
 def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = False):
     """The Lightning trainer of ``trainer``: CSV (and TensorBoard) logs in
-    ``out/logs`` (a later run into ``out``, e.g. a resume, in ``out/logs/version_N``),
+    ``out/logs`` (see :mod:`~tg_funcattn.training.logs`),
     best and last checkpoints in ``out/checkpoints``.  With
     ``testing=True``, a single-device trainer without logs or checkpoints, so
     that every test shape is scored exactly once (a distributed sampler pads
@@ -81,10 +71,10 @@ def make_trainer(trainer: TrainerConfig, out: Path, monitor, testing: bool = Fal
     if testing:
         return L.Trainer(devices=1, logger=False, enable_checkpointing=False, **common), None
     # the same version for both loggers, so the progress bar shows it as v_num=N
-    version = _log_version(out / "logs")
-    loggers = [CSVLogger(save_dir=str(out), name="logs", version=version)]
+    version = new_version(out)
+    loggers = [CSVLogger(save_dir=str(out), name=LOGS, version=version)]
     if available("tensorboard"):
-        loggers.append(TensorBoardLogger(save_dir=str(out), name="logs", version=version,
+        loggers.append(TensorBoardLogger(save_dir=str(out), name=LOGS, version=version,
                                          sub_dir="tensorboard"))
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor=monitor[0],
                                  mode=monitor[1], enable_version_counter=False)
@@ -117,26 +107,7 @@ def _lightning_warnings_only():
 
 # Lightning 2.6 calls a torch.utils._pytree check that torch 2.13 deprecates, once per
 # run: its code, not ours, and nothing a user can act on
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                        category=FutureWarning)
-
-#: FuncAttnNet keywords renamed since (a checkpoint keeps the names it was written with)
-_RENAMED_NET = {"basis": "basis_type", "k": "num_neighbors"}
-#: checkpoints written before RunConfig had the optimiser settings as hyper-parameters of
-#: their own, and the network's basis kind and size in the data settings
-_FLAT_OPTIM = ("optimizer", "lr", "weight_decay", "schedule")
-_FLAT_DATA = ("basis", "num_bases")
-
-
-def _task_arguments(saved: Dict) -> Dict:
-    """The task's arguments of a checkpoint's hyper-parameters, of either layout."""
-    arguments = dict(saved)
-    arguments["net"] = {_RENAMED_NET.get(k, k): v for k, v in arguments["net"].items()}
-    if "optim" not in arguments:
-        arguments["optim"] = {k: arguments.pop(k) for k in _FLAT_OPTIM if k in arguments}
-        arguments["data"] = {k: v for k, v in arguments["data"].items() if k not in _FLAT_DATA}
-    return arguments
-
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 def _read_checkpoint(path) -> Dict:
     """The contents of the checkpoint file ``path`` (``weights_only=True``); a
@@ -157,12 +128,12 @@ def _read_checkpoint(path) -> Dict:
 
 def load_task(path):
     """``(task, kind)`` of a checkpoint written by training, loaded with
-    ``weights_only=True``; checkpoints of earlier versions load too."""
+    ``weights_only=True``."""
     require("lightning", "Training")
     from .tasks import RegressionTask, SegmentationTask
 
     checkpoint = _read_checkpoint(path)
-    arguments = _task_arguments(checkpoint["hyper_parameters"])
+    arguments = checkpoint["hyper_parameters"]
     kind = data_config(arguments["data"]).kind
     task = (SegmentationTask if kind == SEGMENTATION else RegressionTask)(**arguments)
     task.load_state_dict(checkpoint["state_dict"])
@@ -309,13 +280,13 @@ def visualize(ckpt: str, out: str, num_pictures: int, root: Optional[str] = None
     return write_run_pictures(task, kind, tests, Path(out), num_pictures, show=show)
 
 
-def precompute(data: DataConfig, num_bases: int) -> Dict:
-    """Builds the data sets of ``data`` with ``num_bases`` Laplacian
+def precompute(data: DataConfig, num_eigenpairs: int) -> Dict:
+    """Builds the data sets of ``data`` with ``num_eigenpairs`` Laplacian
     eigenpairs per shape, so that they land in the cache and the processed
     files (no training)."""
     start = time.time()
-    train_set, val_set, tests, _ = build_data(data, num_bases)
+    train_set, val_set, tests, _ = build_data(data, num_eigenpairs)
     unique = {id(d): d for d in (train_set, val_set, *tests.values())}
     shapes = sum(len(d) for d in unique.values())
-    return {"dataset": data.dataset, "shapes": shapes, "num_bases": num_bases,
+    return {"dataset": data.dataset, "shapes": shapes, "num_eigenpairs": num_eigenpairs,
             "seconds": round(time.time() - start, 1)}

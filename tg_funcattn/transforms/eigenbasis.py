@@ -9,7 +9,6 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform
 
-from .._deprecation import renamed
 from ..geometry import eigen as _eigen
 from ..geometry.cache import EigenbasisCache
 from ..geometry.laplacian import METHODS
@@ -57,8 +56,7 @@ class LaplacianEigenbasis(BaseTransform):
     corrupt entry is recomputed.
 
     Args:
-        num_eigenpairs (int): Number of eigenpairs ``K`` (formerly ``k``,
-            which still works with a ``FutureWarning``).
+        num_eigenpairs (int): Number of eigenpairs ``K``.
         cache_dir (str or Path, optional): Folder of the on-disk cache.
             (default: :obj:`None`, no cache)
         method (str, optional): ``"cotan"`` or ``"robust"`` for meshes (see
@@ -72,13 +70,8 @@ class LaplacianEigenbasis(BaseTransform):
             (default: :obj:`False`)
     """
 
-    def __init__(self, num_eigenpairs: Optional[int] = None, cache_dir=None, method: str = "cotan",
-                 mollify_factor: float = 1e-5, ignore_edges: bool = False, **deprecated):
-        num_eigenpairs = renamed(deprecated, "k", "num_eigenpairs", "LaplacianEigenbasis",
-                                 num_eigenpairs, None)
-        if deprecated:
-            raise TypeError("LaplacianEigenbasis() got an unexpected keyword argument "
-                            f"'{next(iter(deprecated))}'")
+    def __init__(self, num_eigenpairs: int, cache_dir=None, method: str = "cotan",
+                 mollify_factor: float = 1e-5, ignore_edges: bool = False):
         if not isinstance(num_eigenpairs, int) or num_eigenpairs < 1:
             raise ValueError(f"'num_eigenpairs' must be a positive int, got {num_eigenpairs!r}")
         if method not in METHODS:

@@ -12,9 +12,10 @@ from torch_geometric.data import Batch
 from .._optional import available
 from ..datasets.shapenet import SHAPENET_PARTS
 from ..datasets.shapes import CATEGORY_PARTS
-from ..training.config import SEGMENTATION
-from . import (plot_functional_maps, plot_training_curves, render_fields, render_segmentation,
-               rendering_available, show_segmentation)
+from ..viz import (plot_functional_maps, plot_training_curves, render_fields, render_segmentation,
+                   rendering_available, show_segmentation)
+from .config import SEGMENTATION
+from .logs import metrics_files
 
 
 def part_names(dataset: str, num_classes: int) -> Dict[int, str]:
@@ -36,14 +37,11 @@ def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
     """PNGs in ``out`` of the first ``num`` shapes of the first test set in
     ``tests`` as the Lightning module ``task`` (of the ``kind``
     ``"segmentation"`` or ``"regression"``) predicts them, its bases and
-    functional maps, and the training curves of ``out/logs`` (with resumes); with
+    functional maps, and the training curves of every run into ``out``; with
     ``show=True`` also in a window.  A machine without the rendering libraries
     gets a warning and only the matplotlib pictures."""
     written = []
-    logs = out / "logs"  # the first run logs here, each resume in logs/version_N
-    resumes = sorted((f for f in logs.glob("version_*/metrics.csv") if f.parent.name[8:].isdigit()),
-                     key=lambda f: int(f.parent.name[8:]))
-    curves = [f for f in [logs / "metrics.csv", *resumes] if f.is_file()]
+    curves = metrics_files(out)
     if curves and available("matplotlib"):
         written.append(plot_training_curves(curves, out / "curves.png"))
     ok, reason = rendering_available() if available("open3d") else \
