@@ -2,7 +2,6 @@ import pytest
 import torch
 from reference import orthonormal_basis
 
-from tg_funcattn._validation import ValueChecks
 from tg_funcattn.nn import FunctionalAttention
 from tg_funcattn.nn.bases import (BASIS_TYPES, AdaptedOrthonormal, FixedOrthonormal,
                                   LearnedPartition, NodeRange, make_basis, uses_eigenbasis)
@@ -13,7 +12,7 @@ def _round_trip(module, x, psi, weight, ptr, values):
     batch = torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr.diff())
     phi = module.values(x, psi, x.dtype, weight, NodeRange(ptr, batch))
     sums = module.analysis(phi, values, weight, ptr)
-    coef, state = module.coefficients(sums, ValueChecks())
+    coef, state, _ = module.coefficients(sums)
     return module.synthesis(phi, module.synthesis_matrix(coef, state, x.dtype), ptr)
 
 
@@ -57,5 +56,5 @@ def test_registry_and_factory():
     with pytest.raises(ValueError, match="'basis_type' must be one of"):
         uses_eigenbasis("spectral")
     layer = FunctionalAttention(16, 2, 4, basis_type="laplacian_init")
-    assert isinstance(layer.basis_module, AdaptedOrthonormal) and layer.min_nodes == 4
-    assert FunctionalAttention(16, 2, 4).min_nodes == 1
+    assert isinstance(layer.basis_module, AdaptedOrthonormal) and layer.needs.min_nodes == 4
+    assert FunctionalAttention(16, 2, 4).needs.min_nodes == 1

@@ -7,7 +7,8 @@ from torch_geometric.nn import GCNConv
 from tg_funcattn.nn import FuncAttnBlock, FuncAttnNet
 from tg_funcattn.nn.models import TRUNC_NORMAL_STD, ResidualLift, _weighted_mean
 from tg_funcattn.nn.presets import PRESETS, preset
-from tg_funcattn.nn._layout import validate_layout
+from tg_funcattn._validation import ValueChecks
+from tg_funcattn.nn.inputs import GraphNeeds, validate_graph
 
 
 @pytest.mark.parametrize("local", [None, "point_transformer", "edgeconv", GCNConv(16, 16),
@@ -77,7 +78,8 @@ def test_weighted_mean_pooling():
     h = torch.randn(7, 3, dtype=torch.float64)
     mass = torch.rand(7, dtype=torch.float64) + 0.1
     batch = batch_vector([3, 4])
-    pooled = _weighted_mean(h, validate_layout(7, h.device, batch, None, mass, None))
+    needs = GraphNeeds("learned", 1, False, 4, None)
+    pooled = _weighted_mean(h, validate_graph(needs, 7, h.device, batch, None, mass, None, ValueChecks()))
     for g, idx in enumerate([slice(0, 3), slice(3, 7)]):
         expected = (mass[idx, None] * h[idx]).sum(0) / mass[idx].sum()
         torch.testing.assert_close(pooled[g], expected)
@@ -208,11 +210,11 @@ def test_paper_rna_preset_has_the_reference_parameter_count():
     # less the bias of the slices' input projection of every block, which the
     # per-graph standardisation of that input would cancel (the layer has none)
     assert sum(p.numel() for p in net.parameters()) == reference_rna_parameters() - 4 * 128
-    assert net.blocks[0].attn.num_bases == 128 and net.norm is None
+    assert net.num_bases == 128 and net.norm is None
     assert isinstance(net.head, torch.nn.Linear) and isinstance(net.lift, ResidualLift)
     # overrides replace single settings; preset() is a copy
     small = FuncAttnNet.from_preset("paper_rna", 6, 50, num_bases=32)
-    assert small.blocks[0].attn.num_bases == 32 and small.head.out_features == 50
+    assert small.num_bases == 32 and small.head.out_features == 50
     settings = preset("paper_rna")
     settings["num_bases"] = 1
     assert settings != PRESETS["paper_rna"] and PRESETS["paper_rna"]["num_bases"] == 128

@@ -1,6 +1,7 @@
-"""The validated inputs a forward pass hands down its layers: the graph layout
-of the flat batch, the masses, the given basis and the node weights derived
-from them; and the one decision of how to stream over the nodes."""
+"""What a forward pass hands down its layers once its inputs are checked: the
+graph layout of the flat batch, the masses, the given basis and the node
+weights derived from them; and the one decision of how to stream over the
+nodes."""
 from __future__ import annotations
 
 import bisect
@@ -9,17 +10,19 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import ValueChecks, check_finite, check_mass, check_tensor, segments, tracing
-from ..ops.segment import segment_matmul_tn, segment_sum
+from .._validation import ValueChecks, tracing
+from ..ops.segment import segment_sum
 
 
 class GraphLayout:
     """A validated flat batch of graphs.
 
-    Built once per forward pass by :func:`validate_layout` (the only place
-    that reads input values on the host) and passed to every layer, which
-    trusts it.  The node weights are computed once per kind of weighting and
-    dtype and shared by the layers.
+    Built once per forward pass by
+    :func:`~tg_funcattn.nn.inputs.validate_graph` at the entry point, which
+    checks the inputs, and passed to every layer, which trusts it.  The node
+    weights are computed once per kind of weighting and dtype and shared by the
+    layers.  Streaming reads the graph offsets on the host once per chunk size
+    (:meth:`chunks`).
 
     Attributes:
         batch: sorted graph index ``[N]`` (long), or ``None`` for one graph.
@@ -77,85 +80,6 @@ class GraphLayout:
             return (self.mass / self.mass.sum()).to(dtype)
         total = segment_sum(self.mass, self.ptr, self.batch)
         return (self.mass / total[self.batch]).to(dtype)
-
-
-def validate_layout(num_nodes: int, device: torch.device, batch: Optional[Tensor],
-                    batch_size: Optional[int], mass: Optional[Tensor], basis: Optional[Tensor],
-                    *, min_nodes: int = 1, min_basis_width: int = 0,
-                    needs_mass: Optional[str] = None, orthonormal_atol: Optional[float] = None,
-                    checks: Optional[ValueChecks] = None) -> GraphLayout:
-    """Validates the graph inputs of a forward pass and returns their layout.
-
-    ``needs_mass``: the error raised when ``mass`` is ``None`` (the basis
-    kind needs the masses its basis is orthonormal with), after the checks
-    of the shape of ``basis``.  The value checks (sortedness, sizes, finiteness, positivity and, with
-    ``orthonormal_atol``, the mass-orthonormality of the first
-    ``min_basis_width`` columns of ``basis`` per graph, see
-    :func:`check_orthonormal`) are added to ``checks`` when given, to be run
-    by the caller with those of the other inputs (one host synchronisation),
-    else run here.
-    """
-    own = checks is None
-    checks = ValueChecks() if own else checks
-    seg = segments(batch, num_nodes, device, batch_size, min_nodes=min_nodes, checks=checks)
-    if mass is not None:
-        check_mass(mass, num_nodes, device, checks)
-    if basis is not None:
-        check_tensor(basis, "basis", ndim=2, floating=True)
-        if basis.shape[0] != num_nodes or basis.shape[1] < min_basis_width:
-            hint = ("; one row per node: were the points resampled after the eigenbasis was "
-                    "computed? (apply LaplacianEigenbasis after SamplePoints/FixedPoints)"
-                    if basis.shape[0] != num_nodes else "")
-            raise ValueError(f"'basis' must have shape [N, >= num_bases] = [{num_nodes}, "
-                             f">= {min_basis_width}], got {tuple(basis.shape)}{hint}")
-        if basis.device != device:
-            raise ValueError(f"'basis' is on {basis.device} but the node features are on {device}")
-        check_finite(basis, "basis", checks)
-    if needs_mass is not None and mass is None:
-        raise ValueError(needs_mass)
-    if basis is not None and orthonormal_atol is not None:
-        if mass is None:
-            raise ValueError("'mass' is required to check that 'basis' is orthonormal in the "
-                             "mass inner product")
-        check_orthonormal(basis[:, :min_basis_width], mass, seg, orthonormal_atol, checks)
-    if own:
-        checks.run()
-    return GraphLayout(seg, num_nodes, mass, basis)
-
-
-def check_orthonormal(basis: Tensor, mass: Tensor, seg, atol: float, checks: ValueChecks) -> None:
-    r"""Adds to ``checks`` that ``basis`` ``[N, k]`` is orthonormal in the
-    ``mass`` inner product on every graph of the layout ``seg``: every entry
-    of :math:`\Phi_g^\top\mathbf{M}_g\Phi_g - \mathbf{I}` at most ``atol``
-    in absolute value (computed in float32 by the segment product of the
-    layer's analysis: no host synchronisation of its own).  Eager mode only."""
-    if tracing():
-        return
-    k = basis.shape[1]
-    phi = basis.detach().float()
-    weighted = phi * mass.detach().float().unsqueeze(1)
-    eye = torch.eye(k, device=phi.device)
-    with torch.autocast(phi.device.type, enabled=False):
-        if seg.batch is None:
-            gram = (phi.t() @ weighted).unsqueeze(0)
-        else:
-            gram = segment_matmul_tn(phi.unsqueeze(0), weighted.unsqueeze(0), seg.ptr)[:, 0]
-    deviation = (gram - eye).abs().flatten(1).amax(1)  # [B]
-    worst = deviation.argmax()
-    # the worst deviation and its graph (exact in float32 up to 2**24 graphs), read as one
-    checks.add_float(torch.stack([deviation[worst], worst.float()]),
-                     lambda v: None if v[0] <= atol else _not_orthonormal(int(v[1]), v[0], k, atol))
-
-
-def _not_orthonormal(graph: int, deviation: float, k: int, atol: float) -> str:
-    return (f"'basis' must be orthonormal in the 'mass' inner product on every graph "
-            f"(basis_type='laplacian': Phi^T diag(mass) Phi = I over its first {k} columns, "
-            f"every entry within {atol:g}), but on graph {graph} an entry of Phi^T diag(mass) Phi "
-            f"- I is {deviation:.3g}. Pass the eigenvectors and the masses they were computed "
-            "with (data.evecs and data.mass of tg_funcattn.transforms.LaplacianEigenbasis), "
-            "unscaled; for an eigenbasis interpolated to sampled points (SampleMeshPoints) use "
-            "basis_type='laplacian_init', which re-orthonormalises it; check_basis=False skips "
-            "this check")
 
 
 class Streaming(NamedTuple):

@@ -36,7 +36,6 @@ import torch
 from torch import Tensor
 from torch.nn import Linear, Module, Parameter
 
-from .._validation import ValueChecks
 from ..ops.segment import segment_matmul_nn, segment_matmul_tn, segment_sum
 
 #: Added to the per-basis mass of the soft partition (the mass of each graph is
@@ -130,10 +129,17 @@ class Basis(Module):
         """The extra analysis columns ``[H, n, e]`` (per-head kinds)."""
         raise NotImplementedError
 
-    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
-        """Coefficients ``A [B, H, k, d]`` and the state the synthesis needs;
-        checks of intermediate values go to ``checks`` (run after the pass)."""
+    def coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Coefficients ``A [B, H, k, d]``, the state the synthesis needs and a
+        status: integer values that :meth:`status_error` turns into an error
+        message (or ``None``), read by the caller after the forward pass;
+        ``None`` for kinds that cannot fail."""
         raise NotImplementedError
+
+    @staticmethod
+    def status_error(values) -> Optional[str]:
+        """The error message of a status read back (``None``: no error)."""
+        return None
 
     def synthesis_matrix(self, out_coef: Tensor, state: Optional[Tensor],
                          dtype: torch.dtype) -> Tensor:
@@ -270,9 +276,9 @@ class LearnedPartition(_ProjectedBasis):
     def extra(self, phi: Tensor, w: Tensor) -> Tensor:
         return w.expand(phi.shape[0], -1, 1)  # Phi^T M 1
 
-    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
+    def coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         d = self.head_channels
-        return sums[..., :d] / (sums[..., d:] + PARTITION_EPS), None
+        return sums[..., :d] / (sums[..., d:] + PARTITION_EPS), None, None
 
 
 class FixedOrthonormal(Basis):
@@ -295,8 +301,9 @@ class FixedOrthonormal(Basis):
         # one product for all heads: [B, 1, k, channels]
         return segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), ptr)
 
-    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
-        return sums.view(-1, self.num_bases, self.heads, self.head_channels).transpose(1, 2), None
+    def coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        return (sums.view(-1, self.num_bases, self.heads, self.head_channels).transpose(1, 2),
+                None, None)
 
     def synthesis_matrix(self, out_coef: Tensor, state: Optional[Tensor],
                          dtype: torch.dtype) -> Tensor:
@@ -343,11 +350,24 @@ class AdaptedOrthonormal(_ProjectedBasis):
     def extra(self, phi: Tensor, w: Tensor) -> Tensor:
         return phi * w  # Phi^T M Phi
 
-    def coefficients(self, sums: Tensor, checks: ValueChecks) -> Tuple[Tensor, Optional[Tensor]]:
+    def coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         d = self.head_channels
-        r_inv = self._inverse_cholesky(sums[..., d:], checks)
+        r_inv, status = self._inverse_cholesky(sums[..., d:])
         # (Phi R^{-1})^T M V = R^{-T} (Phi^T M V)
-        return (r_inv.transpose(-1, -2) @ sums[..., :d].to(r_inv.dtype)).to(sums.dtype), r_inv
+        coef = (r_inv.transpose(-1, -2) @ sums[..., :d].to(r_inv.dtype)).to(sums.dtype)
+        return coef, r_inv, status
+
+    @staticmethod
+    def status_error(values) -> Optional[str]:
+        failed, graph, overflow = values
+        if not failed:
+            return None
+        if overflow:
+            return (f"the mass Gram matrix of the basis of graph {graph} has NaN or infinite "
+                    "entries: the values overflowed inside the layer (its inputs were finite; "
+                    "are they too large? scale the features)")
+        return (f"the basis of graph {graph} has a mass Gram matrix that is not positive "
+                "semi-definite; cannot re-orthonormalise it")
 
     def synthesis_matrix(self, out_coef: Tensor, state: Optional[Tensor],
                          dtype: torch.dtype) -> Tensor:
@@ -356,11 +376,11 @@ class AdaptedOrthonormal(_ProjectedBasis):
     def final(self, phi: Tensor, state: Optional[Tensor], ptr: Tensor) -> Tensor:
         return segment_matmul_nn(phi, state.to(phi.dtype), ptr)
 
-    def _inverse_cholesky(self, gram: Tensor, checks: ValueChecks) -> Tensor:
+    def _inverse_cholesky(self, gram: Tensor) -> Tuple[Tensor, Tensor]:
         """``R^{-1}`` in the wide dtype with ``R^T R = gram + jitter`` (the mass
         Gram matrix of the basis ``[B, H, k, k]``), so ``Phi R^{-1}`` is
         orthonormal; directions in which the basis vanishes stay (near) zero
-        instead of being blown up."""
+        instead of being blown up.  With the status of :meth:`status_error`."""
         wide = wide_dtype(gram.device)
         eps = max(GRAM_JITTER, 8 * torch.finfo(gram.dtype).eps)
         with torch.autocast(gram.device.type, enabled=False):
@@ -370,9 +390,8 @@ class AdaptedOrthonormal(_ProjectedBasis):
             chol, info = torch.linalg.cholesky_ex(gram + eps * scale[..., None, None] * eye,
                                                   upper=True)
             failed = (info > 0).any(-1)
-            checks.add(torch.stack([failed.any(), failed.long().argmax(),
-                                    (~torch.isfinite(gram)).any()]), _gram_error)
-            return torch.linalg.solve_triangular(chol, eye, upper=True)
+            status = torch.stack([failed.any(), failed.long().argmax(), (~torch.isfinite(gram)).any()])
+            return torch.linalg.solve_triangular(chol, eye, upper=True), status
 
 
 def _per_node(per_graph: Tensor, nodes: NodeRange, n: int) -> Tensor:
@@ -384,18 +403,6 @@ def _per_node(per_graph: Tensor, nodes: NodeRange, n: int) -> Tensor:
 def _inverse_std(variance: Tensor, second: Tensor) -> Tensor:
     """``1 / s`` of the standardisation from the variance and the mean square."""
     return torch.rsqrt(variance + STANDARDIZE_EPS * second + VARIANCE_FLOOR)
-
-
-def _gram_error(values) -> Optional[str]:
-    failed, graph, overflow = values
-    if not failed:
-        return None
-    if overflow:
-        return (f"the mass Gram matrix of the basis of graph {graph} has NaN or infinite entries: "
-                "the values overflowed inside the layer (its inputs were finite; are they too "
-                "large? scale the features)")
-    return (f"the basis of graph {graph} has a mass Gram matrix that is not positive "
-            "semi-definite; cannot re-orthonormalise it")
 
 
 #: ``basis_type`` -> the class implementing it.

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Linear, Parameter
 
-from .._validation import ValueChecks, check_finite, check_tensor
-from ._layout import ONE_PASS, GraphLayout, Streaming, streaming, validate_layout
+from .._validation import ValueChecks
+from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
 from .bases import (BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, NodeRange, make_basis,
                     wide_dtype)
+from .inputs import GraphNeeds, check_features, validate_graph
 
 __all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER"]
 
@@ -227,130 +228,81 @@ class FunctionalAttention(torch.nn.Module):
         return F.softplus(self.ridge_raw).expand(self.heads)
 
     @property
-    def min_nodes(self) -> int:
-        """The fewest nodes a graph may have: ``num_bases`` for an orthonormal
-        basis (no more orthonormal functions than nodes), else 1."""
-        return self.num_bases if self.basis_module.min_nodes_is_num_bases else 1
+    def needs(self) -> GraphNeeds:
+        """What the graph inputs must provide: at least ``num_bases`` nodes per
+        graph for an orthonormal basis (no more orthonormal functions than
+        nodes), else 1; the given basis and masses of the Laplacian kinds, and
+        the orthonormality of ``"laplacian"``'s (unless ``check_basis=False``)."""
+        kind = self.basis_module
+        return GraphNeeds(self.basis_type, self.num_bases if kind.min_nodes_is_num_bases else 1,
+                          kind.uses_eigenbasis, self.num_bases,
+                          BASIS_ATOL if self.check_basis and kind.needs_orthonormal_basis else None)
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None, mass: Optional[Tensor] = None,
                 basis: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
                 return_maps: bool = False,
                 chunk_size: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
-        r"""Validates the inputs and runs the layer (:meth:`forward_validated`).
-
-        ``x, batch, mass, basis`` may be passed by position, e.g. by
-        :class:`torch_geometric.nn.Sequential` (``"x, batch, mass -> x"``).
+        r"""Checks the inputs (:mod:`~tg_funcattn.nn.inputs`) and runs the layer
+        (:meth:`forward_validated`); ``x, batch, mass, basis`` may be passed by
+        position (e.g. by :class:`torch_geometric.nn.Sequential`).
 
         Args:
             x (torch.Tensor): Node features ``[N, channels]``.
             batch (torch.Tensor, optional): Sorted graph index of each node
-                ``[N]``; ``None`` for a single graph. (default: ``None``)
-            mass (torch.Tensor, optional): Positive node masses ``[N]``
-                (lumped areas or volumes); ``None`` for uniform weights
-                ``1 / n_b`` per graph (``"learned"`` only: the Laplacian
-                kinds need the masses of their basis, e.g. ``data.mass``).
+                ``[N]``; ``None`` for one graph. (default: ``None``)
+            mass (torch.Tensor, optional): Positive node masses ``[N]``;
+                ``None`` for ``1 / n_b`` per graph (``"learned"`` only).
                 (default: ``None``)
-            basis (torch.Tensor, optional): Basis values ``[N, k']``,
-                ``k' >= num_bases``, orthonormal per graph in the ``mass``
-                inner product (checked for ``"laplacian"``, see
-                ``check_basis``); required for the Laplacian kinds and not
-                accepted for ``"learned"``. (default: ``None``)
-            batch_size (int, optional): Number of graphs ``B``; saves a host
-                synchronisation and makes the layer compile without graph
-                breaks. (default: ``None``)
+            basis (torch.Tensor, optional): Basis values ``[N, k' >= num_bases]``,
+                mass-orthonormal per graph (checked for ``"laplacian"``, see
+                ``check_basis``); the Laplacian kinds only. (default: ``None``)
+            batch_size (int, optional): Number of graphs; saves a host
+                synchronisation, compiles without graph breaks. (default: ``None``)
             return_maps (bool, optional): Also return the bases
                 ``[N, heads, num_bases]`` and the functional maps
-                ``C`` ``[B, heads, num_bases, num_bases]``. (default: ``False``)
-            chunk_size (int, optional): Stream over the nodes in chunks of
-                this many: the analysis sums are accumulated chunk by chunk
-                and the basis is recomputed for the synthesis, so the
-                ``[N, heads, num_bases]`` basis is never held at once
-                (memory ``O(N channels + chunk_size heads num_bases)``).
-                With autograd every chunk is checkpointed.  Same result up
-                to round-off; eager mode only. (default: ``None``, one pass)
+                ``[B, heads, num_bases, num_bases]``. (default: ``False``)
+            chunk_size (int, optional): Stream over chunks of this many nodes
+                (memory ``O(N channels + chunk_size heads num_bases)``; each
+                chunk checkpointed under autograd; eager mode only).
+                (default: ``None``, one pass)
         """
         checks = ValueChecks()
-        self._check_x(x, checks)
-        layout = self.validate(x.shape[0], x.device, batch, batch_size, mass, basis, checks)
+        check_features(x, "x", self.channels, self.lin_value.weight, checks)
+        layout = validate_graph(self.needs, x.shape[0], x.device, batch, batch_size, mass, basis,
+                                checks)
         checks.run()
         out = self.forward_validated(x, layout, return_maps=return_maps,
                                      stream=streaming(chunk_size, x.shape[0]))
         layout.deferred.run()
         return out
 
-    def validate(self, num_nodes: int, device: torch.device, batch: Optional[Tensor],
-                 batch_size: Optional[int], mass: Optional[Tensor], basis: Optional[Tensor],
-                 checks: Optional[ValueChecks] = None) -> GraphLayout:
-        """The validated :class:`~tg_funcattn.nn._layout.GraphLayout` of the
-        graph inputs of ``num_nodes`` nodes on ``device`` for this layer
-        (value checks added to ``checks`` when given, to be run by the
-        caller)."""
-        uses = self.basis_module.uses_eigenbasis
-        if not uses and basis is not None:
-            raise ValueError("'basis' is only used with basis_type='laplacian' or "
-                             "'laplacian_init'; this layer learns its basis (basis_type='learned')")
-        if uses and basis is None:
-            raise ValueError(f"basis_type='{self.basis_type}' needs the 'basis' argument: per-node "
-                             f"values [N, >= {self.num_bases}] of the Laplacian eigenbasis "
-                             "(e.g. data.evecs)")
-        needs_mass = None if not uses else (
-            f"basis_type='{self.basis_type}' needs the 'mass' argument: the node masses [N] in "
-            "whose inner product 'basis' is orthonormal (data.mass of "
-            "tg_funcattn.transforms.LaplacianEigenbasis or SampleMeshPoints, next to data.evecs); "
-            "without it the nodes would be weighted 1/n, which is not that inner product")
-        check = self.check_basis and self.basis_module.needs_orthonormal_basis
-        return validate_layout(num_nodes, device, batch, batch_size, mass, basis,
-                               min_nodes=self.min_nodes, min_basis_width=self.num_bases,
-                               needs_mass=needs_mass,
-                               orthonormal_atol=BASIS_ATOL if check else None, checks=checks)
-
     def forward_validated(self, x: Tensor, layout: GraphLayout, *, return_maps: bool = False,
                           stream: Streaming = ONE_PASS) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
-        """The layer on validated inputs: ``x`` ``[N, channels]`` (trusted to
-        match the layer), the layout from :meth:`validate` and the streaming
-        decision of :func:`~tg_funcattn.nn._layout.streaming`."""
-        H, k = self.heads, self.num_bases
+        """The layer on checked inputs: ``x`` ``[N, channels]``, the layout of
+        :func:`~tg_funcattn.nn.inputs.validate_graph` and the streaming decision
+        of :func:`~tg_funcattn.nn._layout.streaming`.  One pass is the case of a
+        single chunk, whose basis values serve both the analysis and the
+        synthesis; streamed, the basis kind's per-graph statistics and the
+        analysis sums are added up over the chunks and the basis is recomputed
+        for the synthesis (with autograd every chunk is checkpointed)."""
+        H, k, basis_module = self.heads, self.num_bases, self.basis_module
         dtype = _compute_dtype(x)  # autocast's dtype (float32 for float16)
-        weight = layout.node_weights(self.basis_module.normalized_mass, dtype)
-        psi = layout.basis[:, :k] if self.basis_module.uses_eigenbasis else None
-        if stream.chunk_size is None:
-            # one pass: the basis of the analysis is reused by the synthesis
-            phi = self.basis_module.values(x, psi, dtype, weight, NodeRange(layout.ptr, layout.batch))
-            value = self.lin_value(x)
-            sums = self.basis_module.analysis(phi, value, weight, layout.ptr)
-            out_coef, state, fmap = self._map(sums, layout, return_maps)
-            mat = self.basis_module.synthesis_matrix(out_coef, state, dtype)
-            out = self.lin_out(self.basis_module.synthesis(phi, mat, layout.ptr))
-            if return_maps:
-                bases = self.basis_module.final(phi, state, layout.ptr)
-        else:
-            out, fmap, bases = self._attend_chunked(x, psi, weight, layout, stream, dtype,
-                                                    return_maps)
-        out = F.dropout(out, p=self.dropout, training=self.training)
-        if not return_maps:
-            return out
-        return out, bases.transpose(0, 1).expand(x.shape[0], H, k), fmap
+        weight = layout.node_weights(basis_module.normalized_mass, dtype)
+        psi = layout.basis[:, :k] if basis_module.uses_eigenbasis else None
+        one_pass = stream.chunk_size is None
+        chunks = [(0, x.shape[0], 0, layout.num_graphs, NodeRange(layout.ptr, layout.batch))] \
+            if one_pass else [(s, e, g0, g1, NodeRange(ptr, None if layout.batch is None else
+                                                       layout.batch[s:e] - g0))
+                              for s, e, g0, g1, ptr in layout.chunks(stream.chunk_size)]
+        kept = []  # the one pass's basis values
 
-    def _map(self, sums: Tensor, layout: GraphLayout, return_map: bool):
-        """Coefficients from the analysis sums, then the functional map:
-        ``C V`` ``[B, H, k, d]``, the basis kind's synthesis state and ``C``."""
-        coef, state = self.basis_module.coefficients(sums, layout.deferred)
-        out_coef, fmap = _functional_map(self.lin_q(coef), self.lin_k(coef), self.lin_v(coef),
-                                         self.ridge, self._resolve_solve(), return_map)
-        return out_coef, state, fmap
-
-    def _attend_chunked(self, x: Tensor, psi: Optional[Tensor], weight: Tensor,
-                        layout: GraphLayout, stream: Streaming, dtype: torch.dtype,
-                        return_maps: bool):
-        """Streaming passes over chunks of nodes: the basis kind's per-graph
-        statistics (if it has any) and the analysis sums are accumulated per
-        graph, the basis is recomputed for the synthesis.  Memory
-        ``O(N channels + chunk_size heads k)``; with autograd every chunk is
-        checkpointed (recomputed in the backward pass)."""
-        basis_module = self.basis_module
-        chunks = [(s, e, g0, g1, NodeRange(ptr_c, None if layout.batch is None else
-                                           layout.batch[s:e] - g0))
-                  for s, e, g0, g1, ptr_c in layout.chunks(stream.chunk_size)]
+        def values(x_c, psi_c, w_c, nodes, stats_c):
+            if kept:
+                return kept[0]
+            phi = basis_module.values(x_c, psi_c, dtype, w_c, nodes, stats_c)
+            if one_pass:
+                kept.append(phi)
+            return phi
 
         def per_graph(fn, stats):
             """``fn(x_c, psi_c, w_c, nodes_c, stats_c)``, per-graph sums over the
@@ -359,8 +311,8 @@ class FunctionalAttention(torch.nn.Module):
             for s, e, g0, g1, nodes in chunks:
                 part = stream.run(fn, x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
                                   None if stats is None else stats[g0:g1])
-                if part is None:
-                    return None
+                if part is None or one_pass:
+                    return part
                 if total is None:
                     total = part.new_zeros((layout.num_graphs,) + part.shape[1:])
                 index = torch.arange(g0, g1, device=x.device)
@@ -372,45 +324,39 @@ class FunctionalAttention(torch.nn.Module):
             return basis_module.statistics(x_c, w_c, nodes)
 
         def analysis(x_c, psi_c, w_c, nodes, stats_c):
-            phi = basis_module.values(x_c, psi_c, dtype, w_c, nodes, stats_c)
+            phi = values(x_c, psi_c, w_c, nodes, stats_c)
             return basis_module.analysis(phi, self.lin_value(x_c), w_c, nodes.ptr)
 
-        stats = per_graph(statistics, None)
-        sums = per_graph(analysis, stats)
-        out_coef, state, fmap = self._map(sums, layout, return_maps)
-        mat = basis_module.synthesis_matrix(out_coef, state, dtype)
-
         def synthesis(x_c, psi_c, w_c, nodes, stats_c, mat_c):
-            phi = basis_module.values(x_c, psi_c, dtype, w_c, nodes, stats_c)
+            phi = values(x_c, psi_c, w_c, nodes, stats_c)
             return self.lin_out(basis_module.synthesis(phi, mat_c, nodes.ptr))
 
-        outs, phis = [], []
+        stats = None if one_pass else per_graph(statistics, None)
+        coef, state, status = basis_module.coefficients(per_graph(analysis, stats))
+        if status is not None:
+            layout.deferred.add(status, basis_module.status_error)
+        out_coef, fmap = _functional_map(self.lin_q(coef), self.lin_k(coef), self.lin_v(coef),
+                                         self.ridge, self._resolve_solve(), return_maps)
+        mat = basis_module.synthesis_matrix(out_coef, state, dtype)
+        outs, bases = [], []
         for s, e, g0, g1, nodes in chunks:
             args = (x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
                     None if stats is None else stats[g0:g1])
             outs.append(stream.run(synthesis, *args, mat[g0:g1]))
             if return_maps:
-                phis.append(basis_module.final(basis_module.values(*args[:2], dtype, *args[2:]),
-                                               None if state is None else state[g0:g1], nodes.ptr))
-        return torch.cat(outs), fmap, (torch.cat(phis, dim=1) if return_maps else None)
+                bases.append(basis_module.final(values(*args), None if state is None else
+                                                state[g0:g1], nodes.ptr))
+        out = F.dropout(outs[0] if one_pass else torch.cat(outs), p=self.dropout,
+                        training=self.training)
+        if not return_maps:
+            return out
+        bases = bases[0] if one_pass else torch.cat(bases, dim=1)
+        return out, bases.transpose(0, 1).expand(x.shape[0], H, k), fmap
 
     def _resolve_solve(self) -> str:
         if self.solve != "auto":
             return self.solve
         return "primal" if self.num_bases < self.head_channels else "dual"
-
-    def _check_x(self, x: Tensor, checks: ValueChecks) -> None:
-        check_tensor(x, "x", ndim=2, floating=True)
-        if x.shape[1] != self.channels:
-            raise ValueError(f"'x' must have shape [N, {self.channels}], got {tuple(x.shape)}")
-        weight_param = self.lin_value.weight
-        if x.device != weight_param.device:
-            raise ValueError(f"'x' is on {x.device} but the layer's parameters are on "
-                             f"{weight_param.device}; move one with .to()")
-        if x.dtype != weight_param.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"'x' has dtype {x.dtype} but the layer's parameters are "
-                            f"{weight_param.dtype}; convert one with .to() or use torch.autocast")
-        check_finite(x, "x", checks)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
 
-from .._validation import ValueChecks, check_finite, check_tensor
 from ..ops.knn import knn_graph_validated
 from ..ops.segment import segment_sum
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
 from .bases import AdaptedOrthonormal
 from .functional_attention import FunctionalAttention
+from .inputs import NetworkNeeds, validate_network
 
 LOCAL_KINDS = ("point_transformer", "edgeconv")
 READOUTS = ("node", "graph")
@@ -143,7 +143,8 @@ class FuncAttnBlock(Module):
         self.norm1 = LayerNorm(channels)
         self.attn = FunctionalAttention(channels, heads, num_bases, basis_type, dropout, **kwargs)
         self.local = None if local is None else _make_local(local, channels)
-        self._local_takes_pos = self.local is not None and \
+        #: the local conv takes ``pos`` besides ``x`` and the edges
+        self.local_takes_pos = self.local is not None and \
             "pos" in inspect.signature(self.local.forward).parameters
         self.norm2 = LayerNorm(channels)
         self.mlp = MLP(channels, max(1, int(round(mlp_ratio * channels))), channels, dropout)
@@ -162,25 +163,16 @@ class FuncAttnBlock(Module):
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None,
                 edge_index: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
                 return_maps: bool = False, chunk_size: Optional[int] = None, **local_kwargs):
-        """Validates the inputs and runs the block (:meth:`forward_validated`);
-        ``pos`` or ``edge_index`` is needed only with a local branch, and
-        further keyword arguments (e.g. ``edge_attr``) go to the local conv.
-        ``x, pos, batch, mass, basis, edge_index`` may be passed by position
-        (e.g. by :class:`torch_geometric.nn.Sequential`).  With
-        ``return_maps=True`` also returns the attention's bases and
-        functional maps; ``chunk_size`` streams over chunks of nodes (see
-        :class:`FunctionalAttention`)."""
-        _check_local_kwargs(self.local, local_kwargs, edge_index)
-        checks = ValueChecks()
-        self.attn._check_x(x, checks)
-        if self.local is not None and (edge_index is None or self._local_takes_pos):
-            if pos is None:
-                raise ValueError("the local branch needs 'pos' (or a precomputed 'edge_index')"
-                                 if edge_index is None else f"{type(self.local).__name__} needs 'pos'")
-            check_tensor(pos, "pos", ndim=2, floating=True)
-            check_finite(pos, "pos", checks)
-        layout = self.attn.validate(x.shape[0], x.device, batch, batch_size, mass, basis, checks)
-        checks.run()
+        """Checks the inputs (:mod:`~tg_funcattn.nn.inputs`) and runs the block
+        (:meth:`forward_validated`); ``pos`` or ``edge_index`` is needed only
+        with a local branch, and further keyword arguments (e.g.
+        ``edge_attr``) go to the local conv.  ``x, pos, batch, mass, basis,
+        edge_index`` may be passed by position (e.g. by
+        :class:`torch_geometric.nn.Sequential`).  With ``return_maps=True``
+        also returns the attention's bases and functional maps; ``chunk_size``
+        streams over chunks of nodes (see :class:`FunctionalAttention`)."""
+        x, layout = validate_network(self.needs, self.attn.lin_value.weight, x, pos, batch, mass,
+                                     basis, None, edge_index, batch_size, local_kwargs)
         if self.local is not None and edge_index is None:
             edge_index = knn_edges(pos, self.k, layout)
         out = self.forward_validated(x, layout, pos=pos, edge_index=edge_index,
@@ -188,6 +180,12 @@ class FuncAttnBlock(Module):
                                      stream=streaming(chunk_size, x.shape[0]), **local_kwargs)
         layout.deferred.run()
         return out
+
+    @property
+    def needs(self) -> NetworkNeeds:
+        """What the block's inputs must provide (see :mod:`~tg_funcattn.nn.inputs`)."""
+        return NetworkNeeds(self.attn.needs, self.channels, 0, None, self.local is not None,
+                            self.local_takes_pos, False, "layer")
 
     def forward_validated(self, x: Tensor, layout: GraphLayout, *, pos: Optional[Tensor] = None,
                           edge_index: Optional[Tensor] = None, return_maps: bool = False,
@@ -200,7 +198,7 @@ class FuncAttnBlock(Module):
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
         out = x + attn
         if self.local is not None:
-            if self._local_takes_pos:
+            if self.local_takes_pos:
                 out = out + self.local(h, pos, edge_index, **local_kwargs)
             else:
                 out = out + self.local(h, edge_index, **local_kwargs)
@@ -301,6 +299,9 @@ class FuncAttnNet(Module):
         self.num_categories = num_categories
         self.k = k
         self.init = init
+        self.heads, self.num_bases, self.basis_type = heads, num_bases, basis_type
+        self.local_name = None if local is None else local if isinstance(local, str) else \
+            type(local).__name__ if isinstance(local, Module) else getattr(local, "__name__", "factory")
         self.lift = (MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
         self.category_emb = None if num_categories is None else \
@@ -343,91 +344,43 @@ class FuncAttnNet(Module):
         if self.init == "trunc_normal":
             _trunc_normal_linears([self.lift, *self.blocks])
 
+    @property
+    def needs(self) -> NetworkNeeds:
+        """What the network's inputs must provide (see :mod:`~tg_funcattn.nn.inputs`):
+        the blocks' (all alike) with the network's own inputs."""
+        block = next(iter(self.blocks))
+        return block.needs._replace(in_channels=self.in_channels, pos_channels=self.pos_channels,
+                                    num_categories=self.num_categories, check_magnitude=True,
+                                    owner="model")
+
+    @property
+    def uses_eigenbasis(self) -> bool:
+        """Whether :meth:`forward` needs ``basis`` (the Laplacian basis kinds)."""
+        return self.needs.graph.uses_eigenbasis
+
     def forward(self, x: Optional[Tensor], pos: Optional[Tensor], batch: Optional[Tensor] = None,
                 mass: Optional[Tensor] = None, basis: Optional[Tensor] = None, *,
                 category: Optional[Tensor] = None, edge_index: Optional[Tensor] = None,
                 batch_size: Optional[int] = None, return_maps: bool = False,
                 chunk_size: Optional[int] = None, **local_kwargs):
-        """Runs the network (see the class docstring for shapes).  With
-        ``return_maps=True`` also returns, per block, the pair (bases
-        ``[N, heads, k]``, functional maps ``[B, heads, k, k]``).
-        ``chunk_size`` streams every attention layer over chunks of nodes
-        (for very large graphs; see :class:`FunctionalAttention`); without
-        autograd also the per-node maps (lift, norms, MLPs, head), so that
-        inference holds ``O(N hidden_channels)`` memory; with autograd
-        every chunk of every layer is checkpointed (recomputed once in the
-        backward pass; nothing else is), so that training keeps three
-        ``[N, hidden_channels]`` tensors per block (its input, the
-        normalised input and the attention residual).  With a local branch,
-        ``edge_index`` replaces the kNN graph of ``pos`` (e.g. the mesh
-        edges) and further keyword arguments (e.g. ``edge_attr``) go to every
-        block's local conv.  ``x`` (or ``pos`` when ``in_channels=0``) must
-        have the dtype of the parameters unless autocast is on; ``x`` and
-        ``pos`` must be finite and at most the square root of the largest
-        number of their dtype (``1.8e19`` in float32), beyond which their
-        squares overflow inside the network; ``category`` holds integer
-        indices in ``[0, num_categories)``.  The Laplacian basis kinds need
-        ``mass`` (see :class:`FunctionalAttention`)."""
-        local = self.blocks[0].local
-        _check_local_kwargs(local, local_kwargs, edge_index)
-        checks = ValueChecks()
-        inputs = []
-        if self.in_channels > 0:
-            if x is None:
-                raise ValueError(f"'x' is None but the model was built with in_channels={self.in_channels}")
-            check_tensor(x, "x", ndim=2, floating=True)
-            if x.shape[1] != self.in_channels:
-                raise ValueError(f"'x' must have shape [N, {self.in_channels}], got {tuple(x.shape)}")
-            check_finite(x, "x", checks)
-            _check_magnitude(x, "x", checks)
-            inputs.append(x)
-        elif x is not None and x.numel() > 0:
-            raise ValueError("'x' was given but the model was built with in_channels=0; "
-                             "set in_channels to its width")
-        takes_pos = self.blocks[0]._local_takes_pos
-        if self.pos_channels > 0 or (local is not None and (edge_index is None or takes_pos)):
-            if pos is None:
-                raise ValueError("'pos' is required (for the lift or the local branch)")
-            check_tensor(pos, "pos", ndim=2, floating=True)
-            check_finite(pos, "pos", checks)
-            _check_magnitude(pos, "pos", checks)
-        if self.pos_channels > 0:
-            if pos.shape[1] != self.pos_channels:
-                raise ValueError(f"'pos' must have shape [N, {self.pos_channels}], got {tuple(pos.shape)}")
-            if inputs and pos.shape[0] != inputs[0].shape[0]:
-                raise ValueError(f"'pos' has {pos.shape[0]} rows but 'x' has {inputs[0].shape[0]}")
-            inputs.append(pos.to(inputs[0].dtype) if inputs else pos)
-        self._check_dtype(inputs[0], "x" if self.in_channels > 0 else "pos")
-        h = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
-        layout = self.blocks[0].attn.validate(h.shape[0], h.device, batch, batch_size, mass, basis,
-                                              checks)
-        if self.category_emb is not None:
-            if category is None:
-                raise ValueError(f"'category' [B] is required: the model was built with "
-                                 f"num_categories={self.num_categories}")
-            check_tensor(category, "category", ndim=1)
-            if category.dtype.is_floating_point or category.dtype == torch.bool or \
-                    category.is_complex():
-                raise TypeError(f"'category' must be an integer tensor (category indices in "
-                                f"[0, {self.num_categories})), got dtype {category.dtype}")
-            if category.numel() != layout.num_graphs:
-                raise ValueError(f"'category' must have one entry per graph ({layout.num_graphs}), "
-                                 f"got shape {tuple(category.shape)}")
-            if category.device != h.device:
-                raise ValueError(f"'category' is on {category.device} but the node features are "
-                                 f"on {h.device}")
-            _check_categories(category, self.num_categories, checks)
-        elif category is not None:
-            raise ValueError("'category' was given but the model was built without num_categories")
-        checks.run()
-
-        # the one decision of how to stream: every block and per-node map follows it
-        stream = streaming(chunk_size, h.shape[0])
+        """Checks the inputs (:func:`~tg_funcattn.nn.inputs.validate_network`;
+        ``x`` and ``pos`` finite and at most the square root of their dtype's
+        largest number, ``category`` indices in ``[0, num_categories)``) and runs
+        the network (shapes in the class docstring).  ``return_maps=True`` also
+        returns, per block, (bases ``[N, heads, k]``, maps ``[B, heads, k, k]``).
+        ``chunk_size`` streams every layer over chunks of nodes: inference in
+        ``O(N hidden_channels)`` memory; under autograd every attention chunk is
+        checkpointed and three ``[N, hidden_channels]`` tensors per block are
+        kept.  With a local branch, ``edge_index`` replaces the kNN graph of
+        ``pos`` and further keyword arguments (e.g. ``edge_attr``) go to its conv."""
+        h, layout = validate_network(self.needs, next(self.lift.parameters()), x, pos, batch, mass,
+                                     basis, category, edge_index, batch_size, local_kwargs)
+        stream = streaming(chunk_size, h.shape[0])  # every block and per-node map follows it
         h = stream.rowwise(self.lift, h)
         if self.category_emb is not None:
             emb = self.category_emb(category)
             h = h + (emb.expand(h.shape[0], -1) if layout.batch is None else emb[layout.batch])
-        if local is not None and edge_index is None:
+        if self.local_name is not None and edge_index is None:
             edge_index = knn_edges(pos, self.k, layout)
         maps = []
         for block in self.blocks:
@@ -436,57 +389,19 @@ class FuncAttnNet(Module):
             if return_maps:
                 h, bases, fmap = h
                 maps.append((bases, fmap))
-        if self.norm is not None:
-            h = stream.rowwise(self.norm, h)
-        if self.readout == "graph":
-            h = _weighted_mean(h, layout)
+        h = h if self.norm is None else stream.rowwise(self.norm, h)
+        h = _weighted_mean(h, layout) if self.readout == "graph" else h
         out = stream.rowwise(self.head, h)
         layout.deferred.run()
         return (out, maps) if return_maps else out
 
-    def _check_dtype(self, value: Tensor, name: str) -> None:
-        """The input of the lift has the dtype of the model's parameters
-        (or autocast is on)."""
-        weight = next(self.lift.parameters())
-        if value.dtype != weight.dtype and not torch.is_autocast_enabled(value.device.type):
-            raise TypeError(f"'{name}' has dtype {value.dtype} but the model's parameters are "
-                            f"{weight.dtype}; convert one with .to() (e.g. {name}.to({weight.dtype})"
-                            " or model.to(dtype)) or use torch.autocast")
-
     def __repr__(self) -> str:
-        attn = self.blocks[0].attn
+        local = "" if self.local_name is None else f", local='{self.local_name}', k={self.k}"
+        categories = "" if self.num_categories is None else f", num_categories={self.num_categories}"
         return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
-                f"{self.out_channels}, num_layers={self.num_layers}, heads={attn.heads}, "
-                f"num_bases={attn.num_bases}, basis_type='{attn.basis_type}', readout='{self.readout}')")
-
-
-def _check_categories(category: Tensor, num_categories: int, checks: ValueChecks) -> None:
-    """Adds to ``checks`` that every category index is in ``[0, num_categories)``."""
-    bad = (category < 0) | (category >= num_categories)
-    first = bad.long().argmax().view(1)
-    checks.add(torch.cat([bad.any().long().view(1), first, category.long().gather(0, first)]),
-               lambda v: (f"'category' must hold indices in [0, {num_categories}) (num_categories="
-                          f"{num_categories}), but graph {v[1]} has category {v[2]}")
-               if v[0] else None)
-
-
-def _check_magnitude(value: Tensor, name: str, checks: ValueChecks) -> None:
-    """Adds to ``checks`` that the finite input ``value`` is at most the square
-    root of the largest number of its dtype (at least float32: ``1.8e19``),
-    beyond which its squares (in the layer norms, the Gram matrices)
-    overflow inside the network, which then returns NaN or meaningless
-    values."""
-    wide = torch.promote_types(value.dtype, torch.float32)
-    limit = torch.finfo(wide).max ** 0.5
-    if value.numel():
-        # relative to the limit, so that float64 values travel as float32
-        checks.add_float((value.detach().abs().amax().to(wide) / limit).view(1),
-                         lambda v: (f"'{name}' is finite but its largest |value| is "
-                                    f"{v[0] * limit:.3g}, above {limit:.3g}, the square root of "
-                                    f"the largest {wide}: its squares overflow inside the network "
-                                    "(the output would be NaN or meaningless); scale it (e.g. "
-                                    "standardise the features, NormalizeScale for positions)")
-                         if v[0] > 1 else None)
+                f"{self.out_channels}, num_layers={self.num_layers}, heads={self.heads}, "
+                f"num_bases={self.num_bases}, basis_type='{self.basis_type}', "
+                f"readout='{self.readout}'{local}{categories})")
 
 
 def _trunc_normal_linears(modules) -> None:
@@ -503,14 +418,6 @@ def _trunc_normal_linears(modules) -> None:
                 torch.nn.init.trunc_normal_(sub.weight, std=TRUNC_NORMAL_STD)
                 if sub.bias is not None:
                     torch.nn.init.zeros_(sub.bias)
-
-
-def _check_local_kwargs(local: Optional[Module], local_kwargs: dict,
-                        edge_index: Optional[Tensor]) -> None:
-    if local is None and (local_kwargs or edge_index is not None):
-        given = sorted(local_kwargs) + (["edge_index"] if edge_index is not None else [])
-        raise ValueError(f"{given} go to the local branch, but the model has none "
-                         "(build it with local=...)")
 
 
 def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tensor:

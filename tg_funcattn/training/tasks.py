@@ -18,7 +18,6 @@ from torch import Tensor
 
 from ..metrics import mean_ious, restrict_to_category, shape_iou
 from ..nn import FuncAttnNet
-from ..nn.bases import uses_eigenbasis
 from ..transforms.mesh import transfer_to_vertices
 from .config import OptimConfig
 
@@ -26,20 +25,19 @@ from .config import OptimConfig
 class _FuncAttnTask(L.LightningModule):
     """Model construction, inputs from a PyG batch, optimiser and schedule."""
 
-    def __init__(self, net: Dict, optim: Dict):
+    def __init__(self, net: Dict, optim: Dict, chunk_size: Optional[int] = None):
         super().__init__()
         self.model = FuncAttnNet(**net)
         self.optim = OptimConfig.from_dict(optim)
-        #: streams the attention over chunks of nodes (a run-time setting, not saved)
-        self.chunk_size: Optional[int] = None
+        #: streams the attention over chunks of nodes (a setting of the run, not saved)
+        self.chunk_size = chunk_size
         self._scores: Dict[str, List[Tensor]] = {}
 
     def forward(self, data, return_maps: bool = False):
         model = self.model
-        uses_basis = uses_eigenbasis(model.blocks[0].attn.basis_type)
         return model(data.x if model.in_channels > 0 else None, data.pos, data.batch,
                      mass=data.mass if "mass" in data else None,
-                     basis=data.evecs if uses_basis else None,
+                     basis=data.evecs if model.uses_eigenbasis else None,
                      category=data.category.view(-1) if model.num_categories else None,
                      batch_size=data.num_graphs, return_maps=return_maps,
                      chunk_size=self.chunk_size)
@@ -107,13 +105,15 @@ class SegmentationTask(_FuncAttnTask):
         part_mask (list, optional): ``[categories][parts]`` booleans for part
             segmentation; ``None`` for plain segmentation.
         category_names (list, optional): Names for per-category results.
+        chunk_size (int, optional): Stream the attention over chunks of this
+            many nodes (not saved in checkpoints). (default: ``None``)
     """
 
     def __init__(self, net: Dict, optim: Dict, data: Dict,
                  part_mask: Optional[List[List[bool]]] = None,
-                 category_names: Optional[List[str]] = None):
-        super().__init__(net, optim)
-        self.save_hyperparameters()
+                 category_names: Optional[List[str]] = None, chunk_size: Optional[int] = None):
+        super().__init__(net, optim, chunk_size)
+        self.save_hyperparameters(ignore=["chunk_size"])
         mask = torch.tensor(part_mask, dtype=torch.bool) if part_mask is not None else None
         self.register_buffer("part_mask", mask, persistent=False)
 
@@ -176,12 +176,12 @@ class RegressionTask(_FuncAttnTask):
     operator convention).
 
     Args:
-        net, optim, data: As in :class:`SegmentationTask`.
+        net, optim, data, chunk_size: As in :class:`SegmentationTask`.
     """
 
-    def __init__(self, net: Dict, optim: Dict, data: Dict):
-        super().__init__(net, optim)
-        self.save_hyperparameters()
+    def __init__(self, net: Dict, optim: Dict, data: Dict, chunk_size: Optional[int] = None):
+        super().__init__(net, optim, chunk_size)
+        self.save_hyperparameters(ignore=["chunk_size"])
 
     def _relative_l2(self, data, pred: Tensor) -> Tensor:
         if "y" not in data or data.y.shape[0] != data.num_nodes:
