@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .._io import atomic_write
+from .._files import atomic_write
 from .._optional import available, require
 from ..nn.bases import uses_eigenbasis
 from .config import REGRESSION, SEGMENTATION, DataConfig, RunConfig, TrainerConfig, data_config
@@ -126,16 +126,17 @@ def _read_checkpoint(path) -> Dict:
     return checkpoint
 
 
-def load_task(path):
+def load_task(path, chunk_size: Optional[int] = None):
     """``(task, kind)`` of a checkpoint written by training, loaded with
-    ``weights_only=True``."""
+    ``weights_only=True``; the task streams over ``chunk_size`` nodes."""
     require("lightning", "Training")
     from .tasks import RegressionTask, SegmentationTask
 
     checkpoint = _read_checkpoint(path)
     arguments = checkpoint["hyper_parameters"]
     kind = data_config(arguments["data"]).kind
-    task = (SegmentationTask if kind == SEGMENTATION else RegressionTask)(**arguments)
+    task = (SegmentationTask if kind == SEGMENTATION else RegressionTask)(**arguments,
+                                                                         chunk_size=chunk_size)
     task.load_state_dict(checkpoint["state_dict"])
     return task, kind
 
@@ -212,10 +213,9 @@ def train(config: RunConfig) -> Optional[Dict]:
     plain = config.to_dict()
     if config.kind == SEGMENTATION:
         task = SegmentationTask(net, plain["optim"], plain["data"], info["part_mask"],
-                                info["category_names"])
+                                info["category_names"], chunk_size=run.chunk_size)
     else:
-        task = RegressionTask(net, plain["optim"], plain["data"])
-    task.chunk_size = run.chunk_size
+        task = RegressionTask(net, plain["optim"], plain["data"], chunk_size=run.chunk_size)
     with _lightning_warnings_only():
         engine, checkpoint = make_trainer(run, out, _monitor(config.data))
         engine.fit(task, _loader(train_set, run, shuffle=True), _loader(val_set, run),
@@ -254,10 +254,9 @@ def evaluate(ckpt, trainer: TrainerConfig = TrainerConfig(), *, kind: Optional[s
     workers, batch limit, progress bar and ``chunk_size``.  ``kind``, if given,
     is the kind of model expected (``"segmentation"`` or ``"regression"``)."""
     start = time.time()
-    task, found = load_task(ckpt)
+    task, found = load_task(ckpt, trainer.chunk_size)
     if kind is not None and found != kind:
         raise ValueError(f"checkpoint {ckpt} holds a {found} model, not a {kind} one")
-    task.chunk_size = trainer.chunk_size
     tests, data = _test_sets(task, ckpt, root, eigen_cache)
     target = evaluation_path(ckpt, out)
     with _lightning_warnings_only():
