@@ -76,7 +76,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, write_results  # noqa: E402
 from peers import DGCNN, PeerNet, PointNet2  # noqa: E402
 
-from tg_funcattn._io import atomic_write  # noqa: E402
+from tg_funcattn._files import atomic_write  # noqa: E402
 from tg_funcattn.datasets import NUM_RNA_CLASSES, RNASurfaceSegmentation  # noqa: E402
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
 from tg_funcattn.training.config import RECIPES  # noqa: E402

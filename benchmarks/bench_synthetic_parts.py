@@ -79,7 +79,7 @@ def main():
     args = parser.parse_args()
     root = args.root or tempfile.mkdtemp()
     sizes = dict(num_train=80, num_val=10, num_test=20, num_points=512, seed=0)
-    train, test = SyntheticParts(root, "train", **sizes), SyntheticParts(root, "test", **sizes)
+    train, test = SyntheticParts(root, split="train", **sizes), SyntheticParts(root, split="test", **sizes)
     torch.manual_seed(0)
     models = {"per-point MLP": PointMLP(),
               "FuncAttnNet": FuncAttnNet(3, 64, NUM_SHAPENET_PARTS, num_layers=3, heads=4, num_bases=16,

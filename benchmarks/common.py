@@ -106,7 +106,7 @@ def write_results(out, result, report):
     written atomically (a temporary file renamed into place)."""
     import json
 
-    from tg_funcattn._io import atomic_write
+    from tg_funcattn._files import atomic_write
 
     atomic_write(out + ".json", lambda f: f.write(json.dumps(result, indent=1).encode()))
     atomic_write(out + ".md", lambda f: f.write(report.encode()))

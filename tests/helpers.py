@@ -84,10 +84,6 @@ def requires(*names):
                               or "all of " + ", ".join(names) + " import")
 
 
-#: skips a test where no CUDA device is available (as PyG's ``onlyCUDA``)
-only_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
 def skip_unless_rendering():
     """Skips the calling test where open3d cannot render off screen here (no
     open3d, or no GL/EGL libraries): probed at run time in a subprocess, which

@@ -1,5 +1,6 @@
-"""Smoke runs of the scripts in examples/ that need no optional package (the
+"""Runs of the scripts in examples/ that need no optional package (the
 training examples run in tests/training/)."""
+import collections
 import json
 import subprocess
 import sys
@@ -9,14 +10,26 @@ from helpers import ROOT
 
 
 @pytest.mark.slow
-def test_quickstart_runs_and_reports_metrics(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--epochs", "2",
+def test_quickstart_learns_more_than_the_most_frequent_part(tmp_path):
+    sizes = dict(num_train=8, num_val=1, num_test=2, num_points=128, seed=0)
+    cmd = [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--epochs", "6",
            "--shapes", "8", "--points", "128", "--device", "cpu", "--root", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     losses = [float(line.split()[3]) for line in lines if line.startswith("epoch")]
-    assert len(losses) == 2 and losses[1] < losses[0]
+    assert len(losses) == 6 and losses[-1] < losses[0]
     result = json.loads(lines[-1])
-    assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["instance_miou"] <= 1.0
-    assert result["epochs"] == 2
+    assert result["epochs"] == 6
+    # the baseline: every point of a test shape labelled with the part most frequent in the
+    # training shapes of its category (0.62 here; the quickstart reaches about 0.70)
+    from tg_funcattn.datasets import SyntheticParts
+
+    frequent = {}
+    for data in SyntheticParts(tmp_path, split="train", **sizes):
+        frequent.setdefault(int(data.category), collections.Counter()).update(data.y.tolist())
+    test = SyntheticParts(tmp_path, split="test", **sizes)
+    hits = sum(int((d.y == frequent[int(d.category)].most_common(1)[0][0]).sum()) for d in test)
+    baseline = hits / sum(d.num_nodes for d in test)
+    assert result["accuracy"] > baseline + 0.03, (result, baseline)
+    assert 0.0 < result["instance_miou"] <= 1.0

@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import requires
 
-import tg_funcattn.datasets._io as dio
-from tg_funcattn._io import STALE_AFTER, owner_tag, remove_stale
+import tg_funcattn.datasets._readers as dio
+from tg_funcattn._files import STALE_AFTER, owner_tag, remove_stale
 from tg_funcattn.datasets import SyntheticParts
 
 #: tiny datasets: 4 categories x 4 shapes of about 64 points; 4 shapes at 2 levels

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import SAMPLES, copy_sample, requires
 
-import tg_funcattn.datasets._io as dio
+import tg_funcattn.datasets._readers as dio
 from tg_funcattn.datasets import (DatasetFormatError, MeshOperatorRegression, MeshRegression,
                                   RNASurfaceSegmentation, ShapeNetPart, SyntheticParts)
 from tg_funcattn.datasets.shapenet import SHAPENET_CATEGORIES, SHAPENET_PARTS
@@ -328,7 +328,7 @@ def test_generated_raw_folder_keeps_the_copy_renamed_first(tmp_path):
 
 
 def test_atomic_write_failure_keeps_the_previous_file(tmp_path):
-    from tg_funcattn._io import atomic_write
+    from tg_funcattn._files import atomic_write
 
     path = tmp_path / "entry.bin"
     atomic_write(path, lambda f: f.write(b"complete"))
@@ -496,7 +496,7 @@ def test_mesh_operator_regression_is_nested_and_deterministic(tmp_path):
 def test_written_files_and_generated_folders_follow_the_umask(tmp_path, umask):
     """tempfile makes private files (0600) and folders (0700) whatever the umask;
     other users of a shared data folder could not read them."""
-    from tg_funcattn._io import atomic_write
+    from tg_funcattn._files import atomic_write
 
     previous = os.umask(umask)
     try:

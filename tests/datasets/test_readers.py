@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import copy_sample, requires
 
-import tg_funcattn.datasets._io as dio
+import tg_funcattn.datasets._readers as dio
 from tg_funcattn.datasets import DatasetFormatError, ShapeNetPart
 
 SHAPENET_SAMPLE_CATEGORIES = ["Airplane", "Mug"]

@@ -100,7 +100,7 @@ def test_a_killed_writers_temporary_file_is_removed_when_the_cache_is_opened(tmp
     import subprocess
     import sys
 
-    from tg_funcattn._io import owner_tag
+    from tg_funcattn._files import owner_tag
     from tg_funcattn.geometry.cache import EigenbasisCache
 
     gone = subprocess.Popen([sys.executable, "-c", ""])

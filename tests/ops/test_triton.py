@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 import torch
-from helpers import batch_vector, only_cuda, requires
+from helpers import batch_vector, requires
+from torch_geometric.testing import onlyCUDA
 
 from tg_funcattn.nn import FunctionalAttention
 from tg_funcattn.ops import resolve_backend, segment_backend
@@ -76,7 +77,7 @@ def test_triton_kernels_agree_in_interpreter():
     assert result["tn_half"] < 1e-3
 
 
-@only_cuda
+@onlyCUDA
 @requires("triton")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_triton_layer_matches_bmm(dtype):

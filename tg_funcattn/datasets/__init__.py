@@ -1,6 +1,6 @@
 """Datasets: ShapeNet part segmentation, RNA surface segmentation, mesh
 regression, and generated datasets that need no download."""
-from ._io import DatasetFormatError
+from ._readers import DatasetFormatError
 from .mesh_regression import MeshOperatorRegression, MeshRegression
 from .rna import NUM_RNA_CLASSES, RNASurfaceSegmentation
 from .shapenet import (NUM_SHAPENET_PARTS, SHAPENET_CATEGORIES, SHAPENET_PARTS, ShapeNetPart,

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .._io import owner_tag, remove_stale, umask_mode
+from .._files import owner_tag, remove_stale, umask_mode
 
 
 class DatasetFormatError(ValueError):
@@ -134,7 +134,7 @@ def generated_raw_folder(root, settings: dict, generate: Callable[[Path], None],
     is never removed: when several processes generate at once, each makes a
     copy, the first rename wins and the others discard theirs.  The staging
     folders of killed runs are removed by the next call
-    (:func:`tg_funcattn._io.is_stale`).
+    (:func:`tg_funcattn._files.is_stale`).
     """
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(root)

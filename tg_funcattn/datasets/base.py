@@ -13,8 +13,8 @@ import torch
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.data.dataset import files_exist
 
-from .._io import atomic_write, remove_stale
-from ._io import DatasetFormatError
+from .._files import atomic_write, remove_stale
+from ._readers import DatasetFormatError
 
 log = logging.getLogger(__name__)
 

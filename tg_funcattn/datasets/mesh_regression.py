@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from .._io import read_npy, read_npz_member
+from .._files import read_npy, read_npz_member
 from .._optional import require
-from ._io import (DatasetFormatError, generated_raw_folder, read_mesh, read_name_list,
+from ._readers import (DatasetFormatError, generated_raw_folder, read_mesh, read_name_list,
                   write_lines)
 from .base import FingerprintedDataset
 

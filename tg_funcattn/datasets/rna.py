@@ -11,7 +11,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import Compose
 
 from ..transforms.mesh import SampleMeshPoints
-from ._io import (DatasetFormatError, find_or_download, install_archive, read_int_lines, read_mesh,
+from ._readers import (DatasetFormatError, find_or_download, install_archive, read_int_lines, read_mesh,
                   read_name_list)
 from .base import FingerprintedDataset
 

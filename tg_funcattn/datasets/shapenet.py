@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from ._io import DatasetFormatError, find_or_download, install_archive, read_table
+from ._readers import DatasetFormatError, find_or_download, install_archive, read_table
 from .base import FingerprintedDataset
 
 #: The 16 categories in the benchmark's canonical order (the order of the

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ._io import generated_raw_folder
+from ._readers import generated_raw_folder
 from .shapenet import SHAPENET_CATEGORIES, ShapeNetPart
 from .shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
 
@@ -28,24 +28,31 @@ class SyntheticParts(ShapeNetPart):
     the files go to ``root/raw_<hash of the settings>`` (written to a temporary
     folder and renamed when complete).
 
+    The arguments come in the order of :class:`ShapeNetPart` (and PyG's
+    :class:`~torch_geometric.datasets.ShapeNet`): ``root, categories,
+    include_normals, split``.
+
     Args:
         root (str): Dataset folder.
+        categories (str or list, optional): Subset of the four categories;
+            ``None`` for all. (default: ``None``)
+        include_normals (bool, optional): Keep the normals as ``x``.
+            (default: ``True``)
         split (str, optional): ``"train"``, ``"val"``, ``"test"`` or
             ``"trainval"``. (default: ``"trainval"``)
-        categories (list, optional): Subset of the four categories.
         num_train, num_val, num_test (int, optional): Shapes per category and
             split. (default: ``100``, ``15``, ``30``)
         num_points (int, optional): Mean number of points per shape.
             (default: ``1024``)
         seed (int, optional): Random seed. (default: ``0``)
-        include_normals, transform, pre_transform, pre_filter, force_reload:
-            As in :class:`ShapeNetPart`.
+        transform, pre_transform, pre_filter, force_reload: As in
+            :class:`ShapeNetPart`.
     """
 
-    def __init__(self, root: str, split: str = "trainval",
-                 categories: Optional[Union[str, Sequence[str]]] = None,
+    def __init__(self, root: str, categories: Optional[Union[str, Sequence[str]]] = None,
+                 include_normals: bool = True, split: str = "trainval",
                  num_train: int = 100, num_val: int = 15, num_test: int = 30,
-                 num_points: int = 1024, seed: int = 0, include_normals: bool = True,
+                 num_points: int = 1024, seed: int = 0,
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
                  pre_filter: Optional[Callable] = None, force_reload: bool = False):
         if categories is None:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_write, read_npz_member, remove_stale
+from .._files import atomic_write, read_npz_member, remove_stale
 from .eigen import Eigenbasis
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ def segmentation_data(data: SegmentationDataConfig,
             kwargs = dict(num_train=num_train, num_val=num_val, num_test=num_test,
                           num_points=data.num_points, seed=data.data_seed)
             make = lambda split, transform: SyntheticParts(  # noqa: E731
-                root, split, categories, pre_transform=pre_transform, transform=transform, **kwargs)
+                root, categories, split=split, pre_transform=pre_transform, transform=transform, **kwargs)
         else:
             make = lambda split, transform: ShapeNetPart(  # noqa: E731
                 root, categories, split=split, pre_transform=pre_transform, transform=transform)
