@@ -2,15 +2,14 @@
 synchronisations per forward pass, this working tree against an earlier
 revision, measured in the same run.
 
-    python benchmarks/bench_core.py                      # against e6d02eb (before the core redesign)
+    python benchmarks/bench_core.py                      # against 67e7b4b (before nn/inputs.py)
     python benchmarks/bench_core.py --baseline REV --sizes 4096
 
 Network: ``FuncAttnNet(0, 128, 8)``, 4 blocks, 8 heads, 32 bases, positions
 only, on a batch of 8 graphs of random sizes (0.25x to 1.75x of the mean)
 totalling N nodes, with random masses; ``learned`` and ``laplacian_init``
 (with a random mass-orthonormal basis per graph); for N above ``--chunk``
-also streamed with ``chunk_size`` (where the old revision nested a
-checkpoint per chunk inside a checkpoint per block).  The baseline revision is
+also streamed with ``chunk_size``.  The baseline revision is
 extracted with ``git archive`` into a temporary folder; each revision runs
 in its own process, alternating, ``--rounds`` times, and the median of the
 rounds is reported.  Host synchronisations are counted by
@@ -19,7 +18,6 @@ host: ``item``, ``tolist``, ``bool(tensor)``, ...) over one forward pass
 without and with ``batch_size``.  Writes ``benchmarks/results/bench_core.{md,json}``.
 """
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -37,8 +35,6 @@ KINDS = ("learned", "laplacian_init")
 
 def worker(sizes, kinds, chunk, save):
     """Times the network of the importable ``tg_funcattn`` (this process's path)."""
-    import warnings
-
     import numpy as np
     import torch
     from common import fwd_bwd, peak_mib, time_ms
@@ -46,8 +42,6 @@ def worker(sizes, kinds, chunk, save):
 
     from tg_funcattn.nn import FuncAttnNet
 
-    warnings.simplefilter("ignore", FutureWarning)
-    kind_kw = "basis_type" if "basis_type" in inspect.signature(FuncAttnNet).parameters else "basis"
     results, outputs = {}, {}
     for n in sizes:
         rng = np.random.default_rng(0)
@@ -60,7 +54,7 @@ def worker(sizes, kinds, chunk, save):
         mass = torch.rand(n, generator=g) + 0.1
         for kind in kinds:
             torch.manual_seed(0)
-            net = FuncAttnNet(0, 128, 8, num_layers=4, heads=8, num_bases=32, **{kind_kw: kind})
+            net = FuncAttnNet(0, 128, 8, num_layers=4, heads=8, num_bases=32, basis_type=kind)
             basis = None
             if kind != "learned":
                 parts, start = [], 0
@@ -124,7 +118,7 @@ def _range(row, metric):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", default="e6d02eb", help="git revision to compare against")
+    parser.add_argument("--baseline", default="67e7b4b", help="git revision to compare against")
     parser.add_argument("--sizes", default="4096,65536")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--rounds", type=int, default=3)
@@ -145,7 +139,7 @@ def main():
         print(json.dumps(worker(sizes, kinds, args.chunk, args.save)))
         return
 
-    from common import machine, tune_allocator
+    from common import machine, tune_allocator, write_results
     tune_allocator(sys.argv)
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(["git", "-C", ROOT, "archive", args.baseline, "tg_funcattn"],
@@ -184,10 +178,7 @@ def main():
     result = {"machine": machine(), "baseline": baseline, "rounds": args.rounds,
               "malloc": "glibc default" if args.system_malloc else "tuned (benchmarks/common.py)",
               "rows": rows}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    lines = [f"# FuncAttnNet before ({baseline}) and after the core redesign", "",
+    lines = [f"# FuncAttnNet at {baseline} (before) and in this tree (after)", "",
              f"{result['machine']}; malloc {result['malloc']}; median of {args.rounds} alternating "
              "rounds, one process per revision and round.  4 blocks, width 128, 8 heads, 32 "
              "bases, 8 graphs of random sizes.  Ratio = after / before of the medians (below 1: "
@@ -212,19 +203,16 @@ def main():
     streamed = [(key, row) for key, row in rows.items() if "after_peak_mib" in row]
     if streamed:
         lines += ["", "Peak tensor memory of forward+backward when streaming (MiB; the profiler's "
-                  "allocation events): the previous revision checkpointed every block and, "
-                  "nested inside, every chunk; now only the chunks are checkpointed (each "
-                  "recomputed once in the backward pass; the blocks' inputs, normalised inputs "
-                  "and attention residuals stay).",
+                  "allocation events).",
                   "", "| basis, N, chunk_size | before | after | ratio |", "|---|---|---|---|"]
         for key, row in streamed:
             kind, n, chunk = key.split("/")
             lines.append(f"| {kind}, {int(n):,}, {int(chunk):,} | {row['before_peak_mib']:.0f} "
                          f"| {row['after_peak_mib']:.0f} "
                          f"| {row['after_peak_mib'] / row['before_peak_mib']:.2f} |")
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report = "\n".join(lines) + "\n"
+    write_results(args.out, result, report)
+    print(report)
 
 
 if __name__ == "__main__":
