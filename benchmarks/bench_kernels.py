@@ -6,6 +6,8 @@ installed).  These numbers are what ``tg_funcattn.ops`` dispatches on.
 
     python benchmarks/bench_kernels.py                # CPU
     python benchmarks/bench_kernels.py --device cuda  # GPU (adds the Triton kernels)
+    TRITON_INTERPRET=1 python benchmarks/bench_kernels.py --sizes 256 --sum-sizes 512 --out /tmp/k
+                                                      # the Triton kernels through the interpreter
 
 Writes ``benchmarks/results/bench_kernels{_cuda}.md`` and ``.json``.
 """
@@ -17,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, time_ms, tune_allocator  # noqa: E402
+from common import machine, time_ms, tune_allocator, write_results  # noqa: E402
 
 from tg_funcattn.ops import segment_backend, segment_matmul_nn, segment_matmul_tn  # noqa: E402
 from tg_funcattn.ops import segment as seg  # noqa: E402
@@ -33,20 +35,26 @@ def layouts(total, graphs):
     return torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
 
 
+def backends(device):
+    """``bmm`` and ``reference``, and ``triton`` where it runs: on CUDA, or on the
+    CPU through ``TRITON_INTERPRET=1`` (slow: for a dry run, not a timing)."""
+    names = ["bmm", "reference"]
+    if (torch.device(device).type == "cuda" or seg._interpreting()) and seg._installed("triton"):
+        names.append("triton")
+    return names
+
+
 def product_rows(args):
     rows = []
     dev = args.device
-    backends = ["bmm", "reference"]
-    if torch.device(dev).type == "cuda" and seg._installed("triton"):
-        backends.append("triton")
-    for total in (16384, 262144):
+    for total in args.sizes:
         for graphs in (1, 32):
             ptr = layouts(total, graphs).to(dev)
             a = torch.randn(H, total, P, device=dev)
             b = torch.randn(H, total, Q, device=dev)
             c = torch.randn(graphs, H, P, Q, device=dev)
             fns = {}
-            for name in backends:
+            for name in backends(dev):
                 if name == "reference" and total > args.reference_max:
                     continue
 
@@ -70,9 +78,9 @@ def sum_rows(args):
     rows = []
     dev = args.device
     have_scatter = seg._installed("torch_scatter")
-    for total, width in ((262144, 128), (262144, 1), (1048576, 128)):
+    for total, width in [(n, w) for n in args.sum_sizes for w in (128, 1)]:
         ptr = layouts(total, 16).to(dev)
-        batch = seg._batch(ptr, total)
+        batch = torch.repeat_interleave(torch.arange(16, device=dev), ptr.diff())
         src = torch.randn(total, width, device=dev).squeeze(1)
         fns = {"index_add": lambda: src.new_zeros((16,) + src.shape[1:]).index_add_(0, batch, src),
                "segment_reduce": lambda: torch.segment_reduce(src, "sum", offsets=ptr)}
@@ -112,24 +120,21 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reference-max", type=int, default=16384,
                         help="largest N for the reference (it forms N x p x q)")
+    parser.add_argument("--sizes", default="16384,262144", help="N of the segment products")
+    parser.add_argument("--sum-sizes", default="262144,1048576", help="N of the per-graph sums")
     parser.add_argument("--out", default=None)
     parser.add_argument("--system-malloc", action="store_true")
     args = parser.parse_args()
+    args.sizes = [int(n) for n in args.sizes.split(",")]
+    args.sum_sizes = [int(n) for n in args.sum_sizes.split(",")]
     suffix = "" if args.device == "cpu" else "_" + torch.device(args.device).type
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    "bench_kernels" + suffix)
-    backends = ["bmm", "reference"]
-    if torch.device(args.device).type == "cuda" and seg._installed("triton"):
-        backends.append("triton")
-    result = {"machine": machine(args.device), "backends": backends,
+    result = {"machine": machine(args.device), "backends": backends(args.device),
               "products": product_rows(args), "sums": sum_rows(args)}
     report = render(result)
     print("\n" + report)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    with open(out + ".md", "w") as f:
-        f.write(report)
+    write_results(out, result, report)
 
 
 if __name__ == "__main__":
