@@ -3,17 +3,19 @@ import torch
 from reference import orthonormal_basis
 
 from tg_funcattn.nn import FunctionalAttention
+from tg_funcattn.nn._layout import NodeRange
 from tg_funcattn.nn.bases import (BASIS_TYPES, AdaptedOrthonormal, FixedOrthonormal,
-                                  LearnedPartition, NodeRange, make_basis, uses_eigenbasis)
+                                  LearnedPartition, make_basis, uses_eigenbasis)
 
 
 def _round_trip(module, x, psi, weight, ptr, values):
     """Analysis, coefficients and synthesis with the identity map (``C = I``)."""
     batch = torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr.diff())
-    phi = module.values(x, psi, x.dtype, weight, NodeRange(ptr, batch))
-    sums = module.analysis(phi, values, weight, ptr)
+    nodes = NodeRange(ptr, batch)
+    phi = module.values(x, psi, x.dtype, weight, nodes)
+    sums = module.analysis(phi, values, weight, nodes)
     coef, state, _ = module.coefficients(sums)
-    return module.synthesis(phi, module.synthesis_matrix(coef, state, x.dtype), ptr)
+    return module.synthesis(phi, module.synthesis_matrix(coef, state, x.dtype), nodes)
 
 
 def test_learned_partition_reproduces_constants():

@@ -5,13 +5,26 @@ nodes."""
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .._validation import ValueChecks, tracing
 from ..ops.segment import segment_sum
+
+
+class NodeRange(NamedTuple):
+    """The graphs of a contiguous range of nodes of a validated batch (the
+    whole batch, or one chunk of it): ``ptr`` ``[b + 1]`` offsets local to
+    the range, ``batch`` ``[n]`` the local graph of every node (``None``
+    for a single graph) and ``bounds``, ``ptr``'s values on the host where
+    they were read with the input checks (``None``: not read, e.g. under
+    ``torch.compile``), passed to the segment products."""
+
+    ptr: Tensor
+    batch: Optional[Tensor]
+    bounds: Optional[Sequence[int]] = None
 
 
 class GraphLayout:
@@ -39,6 +52,9 @@ class GraphLayout:
         self.num_nodes = num_nodes
         self.mass = mass
         self.basis = basis
+        #: ``ptr``'s values on the host, read with the input checks (one graph:
+        #: known without reading); ``None`` where they were not read (tracing)
+        self.bounds: Optional[List[int]] = [0, num_nodes] if self.num_graphs == 1 else None
         self._weights: Dict[Tuple[bool, torch.dtype], Tensor] = {}
         self._chunks: Dict[int, List[tuple]] = {}
         #: checks of intermediate values (e.g. a failed factorisation), run by
@@ -54,19 +70,25 @@ class GraphLayout:
             self._weights[key] = self._compute_weights(normalized, dtype)
         return self._weights[key]
 
-    def chunks(self, chunk_size: int) -> List[tuple]:
-        """``(start, end, first graph, last graph + 1, ptr local to the chunk)``
-        of every chunk of ``chunk_size`` nodes (one host synchronisation per
-        layout and chunk size, shared by the layers)."""
+    def chunks(self, chunk_size: Optional[int]) -> List[Tuple[int, int, int, int, NodeRange]]:
+        """``(start, end, first graph, last graph + 1, the chunk's NodeRange)``
+        of every chunk of ``chunk_size`` nodes; ``None``: one chunk, the whole
+        batch.  The chunks of a size are cut once per layout, from the graph
+        bounds read with the input checks (or read here once)."""
+        if chunk_size is None:
+            return [(0, self.num_nodes, 0, self.num_graphs,
+                     NodeRange(self.ptr, self.batch, self.bounds))]
         if chunk_size not in self._chunks:
-            bounds = self.ptr.tolist()
+            bounds = self.ptr.tolist() if self.bounds is None else list(self.bounds)
             chunks = []
             for s in range(0, self.num_nodes, chunk_size):
                 e = min(s + chunk_size, self.num_nodes)
                 g0 = bisect.bisect_right(bounds, s) - 1
                 g1 = bisect.bisect_left(bounds, e) - 1
                 local = [max(bounds[g] - s, 0) for g in range(g0, g1 + 1)] + [e - s]
-                chunks.append((s, e, g0, g1 + 1, torch.tensor(local, device=self.ptr.device)))
+                batch = None if self.batch is None else self.batch[s:e] - g0
+                chunks.append((s, e, g0, g1 + 1, NodeRange(torch.tensor(local, device=self.ptr.device),
+                                                           batch, local)))
             self._chunks[chunk_size] = chunks
         return self._chunks[chunk_size]
 

@@ -30,13 +30,14 @@ its constructor call in :func:`make_basis`.
 """
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple, Type
+from typing import Dict, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
 from torch.nn import Linear, Module, Parameter
 
 from ..ops.segment import segment_matmul_nn, segment_matmul_tn, segment_sum
+from ._layout import NodeRange
 
 #: Added to the per-basis mass of the soft partition (the mass of each graph is
 #: normalised to 1 first): bounds ``1/D`` for a basis function with no support.
@@ -62,16 +63,6 @@ STANDARDIZE_EPS = 1e-6
 #: Absolute floor of that variance: features varying by less than ``1e-10``
 #: give a uniform partition (and finite float32 gradients for constant features).
 VARIANCE_FLOOR = 1e-20
-
-
-class NodeRange(NamedTuple):
-    """The graphs of a contiguous range of nodes of a validated batch (the
-    whole batch, or one chunk of it): ``ptr`` ``[b + 1]`` offsets local to
-    the range and ``batch`` ``[n]`` the local graph of every node (``None``
-    for a single graph)."""
-
-    ptr: Tensor
-    batch: Optional[Tensor]
 
 
 def wide_dtype(device: torch.device) -> torch.dtype:
@@ -117,13 +108,14 @@ class Basis(Module):
         (computed from ``x`` when ``None``)."""
         raise NotImplementedError
 
-    def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
+    def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, nodes: NodeRange) -> Tensor:
         """The per-graph sums over the nodes of ``phi`` against the weighted
         values ``value [n, channels]`` and this kind's extra columns."""
         n, H, d = value.shape[0], self.heads, self.head_channels
         w = weight.view(1, n, 1)
         weighted = value.view(n, H, d).transpose(0, 1) * w
-        return segment_matmul_tn(phi, torch.cat([weighted, self.extra(phi, w)], dim=-1), ptr)
+        return segment_matmul_tn(phi, torch.cat([weighted, self.extra(phi, w)], dim=-1),
+                                 nodes.ptr, nodes.bounds)
 
     def extra(self, phi: Tensor, w: Tensor) -> Tensor:
         """The extra analysis columns ``[H, n, e]`` (per-head kinds)."""
@@ -146,12 +138,12 @@ class Basis(Module):
         """What the synthesis multiplies the basis values with, per graph."""
         return out_coef.to(dtype)
 
-    def synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
+    def synthesis(self, phi: Tensor, mat: Tensor, nodes: NodeRange) -> Tensor:
         r""":math:`\Phi\mathbf{B}` per graph, heads concatenated: ``[n, channels]``."""
-        out = segment_matmul_nn(phi, mat, ptr)
+        out = segment_matmul_nn(phi, mat, nodes.ptr, nodes.bounds)
         return out.transpose(0, 1).reshape(phi.shape[1], self.channels)
 
-    def final(self, phi: Tensor, state: Optional[Tensor], ptr: Tensor) -> Tensor:
+    def final(self, phi: Tensor, state: Optional[Tensor], nodes: NodeRange) -> Tensor:
         """The basis the layer used, ``[H or 1, n, k]`` (for ``return_maps``)."""
         return phi
 
@@ -297,9 +289,10 @@ class FixedOrthonormal(Basis):
                nodes: NodeRange, stats: Optional[Tensor] = None) -> Tensor:
         return psi.to(dtype).unsqueeze(0)
 
-    def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, ptr: Tensor) -> Tensor:
+    def analysis(self, phi: Tensor, value: Tensor, weight: Tensor, nodes: NodeRange) -> Tensor:
         # one product for all heads: [B, 1, k, channels]
-        return segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), ptr)
+        return segment_matmul_tn(phi, (value * weight.unsqueeze(1)).unsqueeze(0), nodes.ptr,
+                                 nodes.bounds)
 
     def coefficients(self, sums: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         return (sums.view(-1, self.num_bases, self.heads, self.head_channels).transpose(1, 2),
@@ -309,8 +302,8 @@ class FixedOrthonormal(Basis):
                          dtype: torch.dtype) -> Tensor:
         return out_coef.to(dtype).transpose(1, 2).reshape(-1, 1, self.num_bases, self.channels)
 
-    def synthesis(self, phi: Tensor, mat: Tensor, ptr: Tensor) -> Tensor:
-        return segment_matmul_nn(phi, mat, ptr).view(phi.shape[1], self.channels)
+    def synthesis(self, phi: Tensor, mat: Tensor, nodes: NodeRange) -> Tensor:
+        return segment_matmul_nn(phi, mat, nodes.ptr, nodes.bounds).view(phi.shape[1], self.channels)
 
 
 class AdaptedOrthonormal(_ProjectedBasis):
@@ -373,8 +366,8 @@ class AdaptedOrthonormal(_ProjectedBasis):
                          dtype: torch.dtype) -> Tensor:
         return (state @ out_coef.to(state.dtype)).to(dtype)
 
-    def final(self, phi: Tensor, state: Optional[Tensor], ptr: Tensor) -> Tensor:
-        return segment_matmul_nn(phi, state.to(phi.dtype), ptr)
+    def final(self, phi: Tensor, state: Optional[Tensor], nodes: NodeRange) -> Tensor:
+        return segment_matmul_nn(phi, state.to(phi.dtype), nodes.ptr, nodes.bounds)
 
     def _inverse_cholesky(self, gram: Tensor) -> Tuple[Tensor, Tensor]:
         """``R^{-1}`` in the wide dtype with ``R^T R = gram + jitter`` (the mass
@@ -433,5 +426,5 @@ def make_basis(basis_type: str, channels: int, heads: int, num_bases: int, *, bi
 
 
 __all__ = ["Basis", "LearnedPartition", "FixedOrthonormal", "AdaptedOrthonormal", "BASIS_TYPES",
-           "uses_eigenbasis", "make_basis", "NodeRange", "PARTITION_EPS", "GRAM_JITTER",
+           "uses_eigenbasis", "make_basis", "PARTITION_EPS", "GRAM_JITTER",
            "BASIS_ATOL", "STANDARDIZE_EPS", "VARIANCE_FLOOR", "wide_dtype"]

@@ -11,8 +11,7 @@ from torch.nn import Linear, Parameter
 
 from .._validation import ValueChecks
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
-from .bases import (BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, NodeRange, make_basis,
-                    wide_dtype)
+from .bases import BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, make_basis, wide_dtype
 from .inputs import GraphNeeds, check_features, validate_graph
 
 __all__ = ["FunctionalAttention", "BASIS_TYPES", "SOLVES", "PARTITION_EPS", "GRAM_JITTER"]
@@ -290,10 +289,7 @@ class FunctionalAttention(torch.nn.Module):
         weight = layout.node_weights(basis_module.normalized_mass, dtype)
         psi = layout.basis[:, :k] if basis_module.uses_eigenbasis else None
         one_pass = stream.chunk_size is None
-        chunks = [(0, x.shape[0], 0, layout.num_graphs, NodeRange(layout.ptr, layout.batch))] \
-            if one_pass else [(s, e, g0, g1, NodeRange(ptr, None if layout.batch is None else
-                                                       layout.batch[s:e] - g0))
-                              for s, e, g0, g1, ptr in layout.chunks(stream.chunk_size)]
+        chunks = layout.chunks(stream.chunk_size)
         kept = []  # the one pass's basis values
 
         def values(x_c, psi_c, w_c, nodes, stats_c):
@@ -325,11 +321,11 @@ class FunctionalAttention(torch.nn.Module):
 
         def analysis(x_c, psi_c, w_c, nodes, stats_c):
             phi = values(x_c, psi_c, w_c, nodes, stats_c)
-            return basis_module.analysis(phi, self.lin_value(x_c), w_c, nodes.ptr)
+            return basis_module.analysis(phi, self.lin_value(x_c), w_c, nodes)
 
         def synthesis(x_c, psi_c, w_c, nodes, stats_c, mat_c):
             phi = values(x_c, psi_c, w_c, nodes, stats_c)
-            return self.lin_out(basis_module.synthesis(phi, mat_c, nodes.ptr))
+            return self.lin_out(basis_module.synthesis(phi, mat_c, nodes))
 
         stats = None if one_pass else per_graph(statistics, None)
         coef, state, status = basis_module.coefficients(per_graph(analysis, stats))
@@ -345,7 +341,7 @@ class FunctionalAttention(torch.nn.Module):
             outs.append(stream.run(synthesis, *args, mat[g0:g1]))
             if return_maps:
                 bases.append(basis_module.final(values(*args), None if state is None else
-                                                state[g0:g1], nodes.ptr))
+                                                state[g0:g1], nodes))
         out = F.dropout(outs[0] if one_pass else torch.cat(outs), p=self.dropout,
                         training=self.training)
         if not return_maps:

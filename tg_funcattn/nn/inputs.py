@@ -93,7 +93,10 @@ def validate_graph(needs: GraphNeeds, num_nodes: int, device: torch.device,
                 "inner product")
         if needs.orthonormal_atol is not None:
             check_orthonormal(basis[:, :needs.num_bases], mass, seg, needs.orthonormal_atol, checks)
-    return GraphLayout(seg, num_nodes, mass, basis)
+    layout = GraphLayout(seg, num_nodes, mass, basis)
+    if layout.bounds is None:  # the graph bounds travel with the value checks: no read of their own
+        checks.add(seg.ptr, lambda bounds: setattr(layout, "bounds", bounds))
+    return layout
 
 
 def check_features(x, name: str, channels: int, weight: Tensor, checks: ValueChecks,

@@ -423,7 +423,7 @@ def _trunc_normal_linears(modules) -> None:
 def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tensor:
     """The kNN graph of the local branch on validated positions (the one
     place it is built: once per forward pass, shared by the blocks)."""
-    return knn_graph_validated(pos, k, layout.batch, layout.ptr)
+    return knn_graph_validated(pos, k, layout.batch, layout.ptr, bounds=layout.bounds)
 
 
 def _weighted_mean(h: Tensor, layout: GraphLayout) -> Tensor:

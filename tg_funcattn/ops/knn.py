@@ -5,7 +5,7 @@ on the CPU and a chunked brute-force search on other devices.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,16 +46,18 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, *, loop: bool
 
 
 def knn_graph_validated(pos: Tensor, k: int, batch: Optional[Tensor], ptr: Tensor, *,
-                        loop: bool = False, backend: str = "auto") -> Tensor:
+                        loop: bool = False, backend: str = "auto",
+                        bounds: Optional[Sequence[int]] = None) -> Tensor:
     """:func:`knn_graph` on inputs a caller has validated: ``batch`` sorted
-    (or ``None``) and ``ptr`` its ``[B + 1]`` graph offsets."""
+    (or ``None``), ``ptr`` its ``[B + 1]`` graph offsets and ``bounds`` their
+    values on the host if known (else read here)."""
     if backend == "auto":
         backend = "torch_cluster" if _HAS_TORCH_CLUSTER else (
             "scipy" if pos.device.type == "cpu" else "torch")
     if backend == "torch_cluster":
         import torch_cluster
         return torch_cluster.knn_graph(pos, k, batch, loop=loop, flow="source_to_target")
-    bounds = ptr.tolist()
+    bounds = ptr.tolist() if bounds is None else list(bounds)
     if backend == "scipy":
         return _knn_scipy(pos, k, bounds, loop)
     if backend == "torch":

@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -121,12 +121,18 @@ def _check(a: Tensor, other: Tensor, ptr: Tensor, fn: str) -> None:
         raise TypeError(f"{fn}: dtypes differ ({a.dtype} and {other.dtype})")
 
 
-def _tn_bmm(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
-    bounds = ptr.tolist()
-    num_graphs = len(bounds) - 1
+def _host_bounds(ptr: Tensor, bounds: Optional[Sequence[int]]) -> Sequence[int]:
+    """The graph bounds on the host: ``bounds`` if the caller knows them, else
+    read from ``ptr`` (a host synchronisation)."""
+    return ptr.tolist() if bounds is None else bounds
+
+
+def _tn_bmm(a: Tensor, b: Tensor, ptr: Tensor, bounds: Optional[Sequence[int]] = None) -> Tensor:
+    num_graphs = ptr.numel() - 1
     at = a.transpose(1, 2)
-    if num_graphs == 1:
+    if num_graphs == 1:  # no bounds needed
         return torch.bmm(at, b).unsqueeze(0)
+    bounds = _host_bounds(ptr, bounds)
     out = a.new_empty(num_graphs, a.shape[0], a.shape[2], b.shape[2])
     for g in range(num_graphs):
         s, e = bounds[g], bounds[g + 1]
@@ -134,17 +140,17 @@ def _tn_bmm(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
     return out
 
 
-def _tn_reference(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
+def _tn_reference(a: Tensor, b: Tensor, ptr: Tensor, bounds=None) -> Tensor:
     outer = torch.einsum("hnp,hnq->nhpq", a, b)
     out = a.new_zeros(ptr.numel() - 1, a.shape[0], a.shape[2], b.shape[2])
     return out.index_add_(0, ptr2index(ptr, a.shape[1]), outer)
 
 
-def _nn_bmm(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
-    bounds = ptr.tolist()
-    num_graphs = len(bounds) - 1
-    if num_graphs == 1:
+def _nn_bmm(a: Tensor, c: Tensor, ptr: Tensor, bounds: Optional[Sequence[int]] = None) -> Tensor:
+    num_graphs = ptr.numel() - 1
+    if num_graphs == 1:  # no bounds needed
         return torch.bmm(a, c[0])
+    bounds = _host_bounds(ptr, bounds)
     out = a.new_empty(a.shape[0], a.shape[1], c.shape[3])
     for g in range(num_graphs):
         s, e = bounds[g], bounds[g + 1]
@@ -152,27 +158,32 @@ def _nn_bmm(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
     return out
 
 
-def _nn_reference(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
+def _nn_reference(a: Tensor, c: Tensor, ptr: Tensor, bounds=None) -> Tensor:
     return torch.einsum("hnp,nhpq->hnq", a, c[ptr2index(ptr, a.shape[1])])
 
 
 def _impl(op: str, a: Tensor, ptr: Tensor):
     backend = resolve_backend(a.device, a.dtype, ptr.numel() - 1)
-    if backend == "triton":
+    if backend == "triton":  # reads the bounds on the device
         from . import _triton
-        return getattr(_triton, f"segment_matmul_{op}")
+        kernel = getattr(_triton, f"segment_matmul_{op}")
+        return lambda x, y, ptr, bounds: kernel(x, y, ptr)
     return {"bmm": {"tn": _tn_bmm, "nn": _nn_bmm},
             "reference": {"tn": _tn_reference, "nn": _nn_reference}}[backend][op]
 
 
 @torch.library.custom_op("tg_funcattn::segment_matmul_tn", mutates_args=())
-def segment_matmul_tn(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
+def segment_matmul_tn(a: Tensor, b: Tensor, ptr: Tensor,
+                      bounds: Optional[Sequence[int]] = None) -> Tensor:
     """``out[g, h] = a[h, ptr[g]:ptr[g+1]]^T @ b[h, ptr[g]:ptr[g+1]]``.
 
     Args:
         a: ``[H, N, p]``.
         b: ``[H, N, q]``.
         ptr: ``[B + 1]`` int64 graph boundaries (``ptr[0] = 0``, ``ptr[-1] = N``).
+        bounds: ``ptr``'s values on the host, if the caller has them: the
+            ``bmm`` path then reads nothing from the device (without them it
+            reads ``ptr`` once per call and direction, unless ``B = 1``).
 
     Returns:
         ``[B, H, p, q]``.
@@ -182,22 +193,25 @@ def segment_matmul_tn(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
         raise ValueError(f"segment_matmul_tn: 'b' must be [H, N, q] matching 'a' "
                          f"{tuple(a.shape)}, got {tuple(b.shape)}")
     with torch.autocast(a.device.type, enabled=False):  # the dtype of the inputs, always
-        return _impl("tn", a, ptr)(a, b, ptr)
+        return _impl("tn", a, ptr)(a, b, ptr, bounds)
 
 
 @segment_matmul_tn.register_fake
-def _(a: Tensor, b: Tensor, ptr: Tensor) -> Tensor:
+def _(a: Tensor, b: Tensor, ptr: Tensor, bounds: Optional[Sequence[int]] = None) -> Tensor:
     return a.new_empty(ptr.shape[0] - 1, a.shape[0], a.shape[2], b.shape[2])
 
 
 @torch.library.custom_op("tg_funcattn::segment_matmul_nn", mutates_args=())
-def segment_matmul_nn(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
+def segment_matmul_nn(a: Tensor, c: Tensor, ptr: Tensor,
+                      bounds: Optional[Sequence[int]] = None) -> Tensor:
     """``out[h, ptr[g]:ptr[g+1]] = a[h, ptr[g]:ptr[g+1]] @ c[g, h]``.
 
     Args:
         a: ``[H, N, p]``.
         c: ``[B, H, p, q]``.
         ptr: ``[B + 1]`` int64 graph boundaries.
+        bounds: ``ptr``'s values on the host, if known (see
+            :func:`segment_matmul_tn`).
 
     Returns:
         ``[H, N, q]``.
@@ -209,36 +223,37 @@ def segment_matmul_nn(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
                          f"[{ptr.numel() - 1}, {a.shape[0]}, {a.shape[2]}, q], "
                          f"got {tuple(c.shape)}")
     with torch.autocast(a.device.type, enabled=False):  # the dtype of the inputs, always
-        return _impl("nn", a, ptr)(a, c, ptr)
+        return _impl("nn", a, ptr)(a, c, ptr, bounds)
 
 
 @segment_matmul_nn.register_fake
-def _(a: Tensor, c: Tensor, ptr: Tensor) -> Tensor:
+def _(a: Tensor, c: Tensor, ptr: Tensor, bounds: Optional[Sequence[int]] = None) -> Tensor:
     return a.new_empty(a.shape[0], a.shape[1], c.shape[3])
 
 
 def _setup(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs)
+    ctx.save_for_backward(*inputs[:3])
+    ctx.bounds = inputs[3]
 
 
 def _tn_backward(ctx, grad: Tensor):
     a, b, ptr = ctx.saved_tensors
     grad_a = grad_b = None
     if ctx.needs_input_grad[0]:
-        grad_a = segment_matmul_nn(b, grad.transpose(-1, -2), ptr)
+        grad_a = segment_matmul_nn(b, grad.transpose(-1, -2), ptr, ctx.bounds)
     if ctx.needs_input_grad[1]:
-        grad_b = segment_matmul_nn(a, grad, ptr)
-    return grad_a, grad_b, None
+        grad_b = segment_matmul_nn(a, grad, ptr, ctx.bounds)
+    return grad_a, grad_b, None, None
 
 
 def _nn_backward(ctx, grad: Tensor):
     a, c, ptr = ctx.saved_tensors
     grad_a = grad_c = None
     if ctx.needs_input_grad[0]:
-        grad_a = segment_matmul_nn(grad, c.transpose(-1, -2), ptr)
+        grad_a = segment_matmul_nn(grad, c.transpose(-1, -2), ptr, ctx.bounds)
     if ctx.needs_input_grad[1]:
-        grad_c = segment_matmul_tn(a, grad, ptr)
-    return grad_a, grad_c, None
+        grad_c = segment_matmul_tn(a, grad, ptr, ctx.bounds)
+    return grad_a, grad_c, None, None
 
 
 segment_matmul_tn.register_autograd(_tn_backward, setup_context=_setup)
