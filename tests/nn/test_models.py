@@ -324,3 +324,39 @@ def test_mass_and_basis_pass_through_pyg_sequential():
     blocks = Sequential("x, pos, batch, mass, basis", [(block, "x, pos, batch, mass, basis -> x")])
     torch.testing.assert_close(blocks(x, pos, batch, mass, basis),
                                block(x, pos, batch, mass=mass, basis=basis))
+
+
+def test_edgeconv_per_node_equals_pygs_per_edge_form():
+    """The local EdgeConv computes its first layer per node; on the same
+    weights it gives PyG's EdgeConv(MLP(2C, C, C), aggr="max"): on a kNN graph
+    with every node's edges together (the view path) and on any edges (the
+    scatter path, a node without edges getting zeros), values and gradients."""
+    from torch_geometric.nn import EdgeConv as PygEdgeConv
+
+    from tg_funcattn.nn.models import MLP, EdgeConv, knn_edges
+
+    torch.manual_seed(0)
+    ours = EdgeConv(16).double()
+    pyg = PygEdgeConv(MLP(32, 16, 16), aggr="max").double()
+    pyg.load_state_dict(ours.state_dict())
+    x = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    batch = batch_vector([20, 30])
+    checks = ValueChecks()
+    layout = validate_graph(GraphNeeds("learned", 1, False, 4, None), 50, x.device, batch, None,
+                            None, None, checks)
+    checks.run()
+    edge_index, regular = knn_edges(torch.randn(50, 3, dtype=torch.float64), 5, layout)
+    assert regular == 5 and torch.equal(edge_index[1], torch.arange(50).repeat_interleave(5))
+    some = edge_index[:, torch.randperm(edge_index.shape[1])[:120]]  # irregular, nodes without edges
+    for edges, k in ((edge_index, regular), (edge_index, None), (some, None)):
+        expected = pyg(x, edges)
+        out = ours(x, edges, k)
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(torch.autograd.grad(out.square().sum(), x)[0],
+                                   torch.autograd.grad(expected.square().sum(), x)[0])
+    # a graph with no more than k nodes: fewer neighbours there, so no view
+    checks = ValueChecks()
+    layout = validate_graph(GraphNeeds("learned", 1, False, 4, None), 50, x.device,
+                            batch_vector([5, 45]), None, None, None, checks)
+    checks.run()
+    assert layout.bounds == [0, 5, 50] and knn_edges(torch.randn(50, 3), 5, layout)[1] is None

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
 
-from ..ops.knn import knn_graph_validated
+from ..ops.knn import knn_backend, knn_graph_validated
 from ..ops.segment import segment_sum
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
 from .bases import AdaptedOrthonormal
@@ -71,13 +71,67 @@ class ResidualLift(Module):
         return self.lin2(h) + self.offset
 
 
+class EdgeConv(Module):
+    r"""The edge convolution of `"Dynamic Graph CNN for Learning on Point Clouds"
+    <https://arxiv.org/abs/1801.07829>`_, :class:`torch_geometric.nn.conv.EdgeConv`
+    with an :class:`MLP` and max aggregation, with the MLP's first layer
+    computed per node instead of per edge:
+
+    .. math::
+        \mathbf{x}'_i = \max_{j \in \mathcal{N}(i)} \mathbf{W}_2\,\sigma\big(
+            \mathbf{W}[\mathbf{x}_i, \mathbf{x}_j - \mathbf{x}_i] + \mathbf{b}\big)
+            + \mathbf{b}_2, \qquad
+        \mathbf{W}[\mathbf{x}_i, \mathbf{x}_j - \mathbf{x}_i]
+            = (\mathbf{W}_a - \mathbf{W}_b)\,\mathbf{x}_i + \mathbf{W}_b\,\mathbf{x}_j
+
+    so the edges gather two per-node products instead of multiplying a
+    ``[E, 2C]`` concatenation (the same values up to round-off, the same
+    parameters as PyG's ``EdgeConv(MLP(2C, C, C), aggr="max")``, whose state
+    dict it loads).  A node without incoming edges gets zeros.
+
+    Args:
+        channels (int): Size of each input and output sample :math:`C`.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.nn = MLP(2 * channels, channels, channels)
+
+    def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
+        self.nn.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, regular: Optional[int] = None) -> Tensor:
+        """``x [N, C]``, ``edge_index [2, E]`` (source, target); ``regular``:
+        every node has exactly that many incoming edges and ``edge_index[1]``
+        lists the targets in node order (the kNN graph of
+        :func:`knn_edges`), so the max is a reduction over an ``[N, regular, C]``
+        view instead of a scatter."""
+        first, act, drop, second = self.nn
+        w_i, w_j = first.weight[:, :self.channels], first.weight[:, self.channels:]
+        node_i = F.linear(x, w_i - w_j, first.bias)  # [N, C]
+        node_j = F.linear(x, w_j)
+        src, dst = edge_index[0], edge_index[1]
+        if regular is not None:  # node i's edges are rows i*regular ... (i+1)*regular - 1
+            gathered = node_j.index_select(0, src).view(x.shape[0], regular, -1)
+            return second(drop(act(gathered + node_i.unsqueeze(1)))).amax(1)
+        from torch_geometric.utils import scatter
+
+        messages = second(drop(act(node_i.index_select(0, dst) + node_j.index_select(0, src))))
+        return scatter(messages, dst, dim=0, dim_size=x.shape[0], reduce="max")
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.channels}, nn={self.nn})"
+
+
 def _make_local(local: Union[str, Module, Callable[[int], Module]], channels: int) -> Module:
-    from torch_geometric.nn import EdgeConv, PointTransformerConv
+    from torch_geometric.nn import PointTransformerConv
 
     if local == "point_transformer":
         return PointTransformerConv(channels, channels)
     if local == "edgeconv":
-        return EdgeConv(MLP(2 * channels, channels, channels), aggr="max")
+        return EdgeConv(channels)
     if isinstance(local, Module):
         return local  # a network gives each block its own copy (FuncAttnNet)
     if callable(local):
@@ -173,9 +227,10 @@ class FuncAttnBlock(Module):
         streams over chunks of nodes (see :class:`FunctionalAttention`)."""
         x, layout = validate_network(self.needs, self.attn.lin_value.weight, x, pos, batch, mass,
                                      basis, None, edge_index, batch_size, local_kwargs)
+        regular = None
         if self.local is not None and edge_index is None:
-            edge_index = knn_edges(pos, self.k, layout)
-        out = self.forward_validated(x, layout, pos=pos, edge_index=edge_index,
+            edge_index, regular = knn_edges(pos, self.k, layout)
+        out = self.forward_validated(x, layout, pos=pos, edge_index=edge_index, regular=regular,
                                      return_maps=return_maps,
                                      stream=streaming(chunk_size, x.shape[0]), **local_kwargs)
         layout.deferred.run()
@@ -188,11 +243,13 @@ class FuncAttnBlock(Module):
                             self.local_takes_pos, False, "layer")
 
     def forward_validated(self, x: Tensor, layout: GraphLayout, *, pos: Optional[Tensor] = None,
-                          edge_index: Optional[Tensor] = None, return_maps: bool = False,
-                          stream: Streaming = ONE_PASS, **local_kwargs):
+                          edge_index: Optional[Tensor] = None, regular: Optional[int] = None,
+                          return_maps: bool = False, stream: Streaming = ONE_PASS, **local_kwargs):
         """The block on validated inputs (see
         :meth:`FunctionalAttention.forward_validated`); ``edge_index`` is
-        required with a local branch, ``local_kwargs`` go to its conv."""
+        required with a local branch, ``local_kwargs`` go to its conv;
+        ``regular`` (from :func:`knn_edges`) tells :class:`EdgeConv` that every
+        node has that many incoming edges, in node order."""
         h = stream.rowwise(self.norm1, x)
         attn = self.attn.forward_validated(h, layout, return_maps=return_maps, stream=stream)
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
@@ -200,6 +257,8 @@ class FuncAttnBlock(Module):
         if self.local is not None:
             if self.local_takes_pos:
                 out = out + self.local(h, pos, edge_index, **local_kwargs)
+            elif isinstance(self.local, EdgeConv):
+                out = out + self.local(h, edge_index, regular)
             else:
                 out = out + self.local(h, edge_index, **local_kwargs)
         out = out + stream.rowwise(lambda t: self.mlp(self.norm2(t)), out)
@@ -380,11 +439,12 @@ class FuncAttnNet(Module):
         if self.category_emb is not None:
             emb = self.category_emb(category)
             h = h + (emb.expand(h.shape[0], -1) if layout.batch is None else emb[layout.batch])
+        regular = None
         if self.local_name is not None and edge_index is None:
-            edge_index = knn_edges(pos, self.k, layout)
+            edge_index, regular = knn_edges(pos, self.k, layout)
         maps = []
         for block in self.blocks:
-            h = block.forward_validated(h, layout, pos=pos, edge_index=edge_index,
+            h = block.forward_validated(h, layout, pos=pos, edge_index=edge_index, regular=regular,
                                         return_maps=return_maps, stream=stream, **local_kwargs)
             if return_maps:
                 h, bases, fmap = h
@@ -420,10 +480,19 @@ def _trunc_normal_linears(modules) -> None:
                     torch.nn.init.zeros_(sub.bias)
 
 
-def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tensor:
+def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tuple[Tensor, Optional[int]]:
     """The kNN graph of the local branch on validated positions (the one
-    place it is built: once per forward pass, shared by the blocks)."""
-    return knn_graph_validated(pos, k, layout.batch, layout.ptr, bounds=layout.bounds)
+    place it is built: once per forward pass, shared by the blocks), and ``k``
+    where every node then has exactly ``k`` incoming edges listed in node
+    order (the library's own searches on graphs of more than ``k`` nodes;
+    ``None`` otherwise)."""
+    backend = knn_backend(pos.device)
+    edge_index = knn_graph_validated(pos, k, layout.batch, layout.ptr, bounds=layout.bounds,
+                                     backend=backend)
+    bounds = layout.bounds
+    regular = backend != "torch_cluster" and bounds is not None and \
+        min(e - s for s, e in zip(bounds[:-1], bounds[1:])) > k
+    return edge_index, k if regular else None
 
 
 def _weighted_mean(h: Tensor, layout: GraphLayout) -> Tensor:

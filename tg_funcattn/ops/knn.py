@@ -45,6 +45,14 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, *, loop: bool
     return knn_graph_validated(pos, k, seg.batch, seg.ptr, loop=loop, backend=backend)
 
 
+def knn_backend(device: torch.device) -> str:
+    """The search ``backend="auto"`` runs: ``torch_cluster`` where installed,
+    else SciPy's k-d tree on the CPU and a blocked ``cdist`` on other devices.
+    The last two list every node's ``min(k, n - 1)`` neighbours together, in
+    node order."""
+    return "torch_cluster" if _HAS_TORCH_CLUSTER else ("scipy" if device.type == "cpu" else "torch")
+
+
 def knn_graph_validated(pos: Tensor, k: int, batch: Optional[Tensor], ptr: Tensor, *,
                         loop: bool = False, backend: str = "auto",
                         bounds: Optional[Sequence[int]] = None) -> Tensor:
@@ -52,8 +60,7 @@ def knn_graph_validated(pos: Tensor, k: int, batch: Optional[Tensor], ptr: Tenso
     (or ``None``), ``ptr`` its ``[B + 1]`` graph offsets and ``bounds`` their
     values on the host if known (else read here)."""
     if backend == "auto":
-        backend = "torch_cluster" if _HAS_TORCH_CLUSTER else (
-            "scipy" if pos.device.type == "cpu" else "torch")
+        backend = knn_backend(pos.device)
     if backend == "torch_cluster":
         import torch_cluster
         return torch_cluster.knn_graph(pos, k, batch, loop=loop, flow="source_to_target")
