@@ -229,8 +229,8 @@ class ModelConfig(_Section):
     """The :class:`~tg_funcattn.nn.FuncAttnNet` settings (field names are its
     keywords).  Defaults: segmentation's, the best configuration of
     ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU budget without
-    a local branch (``--local edgeconv --k 8`` added about 9 points
-    at about 6x the time per epoch; see the README, "Results on real data")."""
+    a local branch (``--local edgeconv --k 8`` adds accuracy at a multiple of the time
+    per epoch; see the README, "Results on real data" and "Performance")."""
 
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
                                       "learned on point clouds; laplacian needs the eigenbasis of the "
