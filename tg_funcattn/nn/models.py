@@ -167,8 +167,8 @@ class FuncAttnBlock(Module):
         dropout (float, optional): Dropout in attention and MLP. (default: :obj:`0.0`)
         local (str or torch.nn.Module or callable, optional): The local branch:
             ``"point_transformer"`` (:class:`~torch_geometric.nn.conv.PointTransformerConv`),
-            ``"edgeconv"`` (:class:`~torch_geometric.nn.conv.EdgeConv` with an
-            MLP), any PyG conv module called as ``conv(x, edge_index, **kwargs)``
+            ``"edgeconv"`` (:class:`EdgeConv`: PyG's EdgeConv with an MLP, its
+            first layer computed per node), any PyG conv module called as ``conv(x, edge_index, **kwargs)``
             or ``conv(x, pos, edge_index, **kwargs)`` (``kwargs``: the extra
             keyword arguments of :meth:`forward`, e.g. ``edge_attr`` for
             :class:`~torch_geometric.nn.conv.GINEConv`), or a factory
