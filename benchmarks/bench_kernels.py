@@ -80,7 +80,7 @@ def sum_rows(args):
     have_scatter = seg._installed("torch_scatter")
     for total, width in [(n, w) for n in args.sum_sizes for w in (128, 1)]:
         ptr = layouts(total, 16).to(dev)
-        batch = torch.repeat_interleave(torch.arange(16, device=dev), ptr.diff())
+        batch = seg.ptr2index(ptr, total)
         src = torch.randn(total, width, device=dev).squeeze(1)
         fns = {"index_add": lambda: src.new_zeros((16,) + src.shape[1:]).index_add_(0, batch, src),
                "segment_reduce": lambda: torch.segment_reduce(src, "sum", offsets=ptr)}

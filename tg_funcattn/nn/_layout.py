@@ -34,8 +34,9 @@ class GraphLayout:
     :func:`~tg_funcattn.nn.inputs.validate_graph` at the entry point, which
     checks the inputs, and passed to every layer, which trusts it.  The node
     weights are computed once per kind of weighting and dtype and shared by the
-    layers.  Streaming reads the graph offsets on the host once per chunk size
-    (:meth:`chunks`).
+    layers.  The graph offsets on the host (:attr:`bounds`) are read with the
+    input checks; only a layout built without them (under tracing) reads them
+    in :meth:`chunks`.
 
     Attributes:
         batch: sorted graph index ``[N]`` (long), or ``None`` for one graph.
@@ -79,7 +80,7 @@ class GraphLayout:
             return [(0, self.num_nodes, 0, self.num_graphs,
                      NodeRange(self.ptr, self.batch, self.bounds))]
         if chunk_size not in self._chunks:
-            bounds = self.ptr.tolist() if self.bounds is None else list(self.bounds)
+            bounds = self.ptr.tolist() if self.bounds is None else self.bounds
             chunks = []
             for s in range(0, self.num_nodes, chunk_size):
                 e = min(s + chunk_size, self.num_nodes)

@@ -300,13 +300,19 @@ class FunctionalAttention(torch.nn.Module):
                 kept.append(phi)
             return phi
 
+        def inputs(chunk, stats):
+            """``(x_c, psi_c, w_c, nodes_c, stats_c)`` of a chunk."""
+            s, e, g0, g1, nodes = chunk
+            return (x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
+                    None if stats is None else stats[g0:g1])
+
         def per_graph(fn, stats):
             """``fn(x_c, psi_c, w_c, nodes_c, stats_c)``, per-graph sums over the
             nodes of a chunk, added up over the chunks."""
             total = None
-            for s, e, g0, g1, nodes in chunks:
-                part = stream.run(fn, x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
-                                  None if stats is None else stats[g0:g1])
+            for chunk in chunks:
+                part = stream.run(fn, *inputs(chunk, stats))
+                g0, g1 = chunk[2:4]
                 if part is None or one_pass:
                     return part
                 if total is None:
@@ -335,9 +341,8 @@ class FunctionalAttention(torch.nn.Module):
                                          self.ridge, self._resolve_solve(), return_maps)
         mat = basis_module.synthesis_matrix(out_coef, state, dtype)
         outs, bases = [], []
-        for s, e, g0, g1, nodes in chunks:
-            args = (x[s:e], None if psi is None else psi[s:e], weight[s:e], nodes,
-                    None if stats is None else stats[g0:g1])
+        for chunk in chunks:
+            args, (g0, g1, nodes) = inputs(chunk, stats), chunk[2:]
             outs.append(stream.run(synthesis, *args, mat[g0:g1]))
             if return_maps:
                 bases.append(basis_module.final(values(*args), None if state is None else

@@ -134,7 +134,8 @@ def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
         if x is None:
             raise ValueError(f"'x' is None but the model was built with in_channels={needs.in_channels}")
         check_features(x, "x", needs.in_channels, weight, checks, needs.owner)
-        _check_magnitude(x, "x", needs.check_magnitude, checks)
+        if needs.check_magnitude:
+            _check_magnitude(x, "x", checks)
     elif x is not None and x.numel() > 0:
         raise ValueError("'x' was given but the model was built with in_channels=0; "
                          "set in_channels to its width")
@@ -150,8 +151,8 @@ def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
         if needs.pos_channels > 0 and pos.shape[1] != needs.pos_channels:
             raise ValueError(f"'pos' must have shape [N, {needs.pos_channels}], got {tuple(pos.shape)}")
         check_finite(pos, "pos", checks)
-    if needs.pos_channels > 0 or local_needs_pos:
-        _check_magnitude(pos, "pos", needs.check_magnitude, checks)
+    if needs.check_magnitude and (needs.pos_channels > 0 or local_needs_pos):
+        _check_magnitude(pos, "pos", checks)
     inputs = ([x] if needs.in_channels > 0 else []) + ([pos] if needs.pos_channels > 0 else [])
     if len(inputs) == 2:
         if pos.shape[0] != x.shape[0]:
@@ -191,14 +192,14 @@ def _check_category(category: Optional[Tensor], num_categories: Optional[int], n
                if v[0] else None)
 
 
-def _check_magnitude(value: Tensor, name: str, check: bool, checks: ValueChecks) -> None:
+def _check_magnitude(value: Tensor, name: str, checks: ValueChecks) -> None:
     """``value`` is at most the square root of the largest number of its dtype
     (at least float32: ``1.8e19``), beyond which its squares (in the layer
     norms, the Gram matrices) overflow inside the network, which then returns
     NaN or meaningless values."""
     wide = torch.promote_types(value.dtype, torch.float32)
     limit = torch.finfo(wide).max ** 0.5
-    if check and value.numel():
+    if value.numel():
         # relative to the limit, so that float64 values travel as float32
         checks.add_float((value.detach().abs().amax().to(wide) / limit).view(1),
                          lambda v: (f"'{name}' is finite but its largest |value| is "
