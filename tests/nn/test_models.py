@@ -360,3 +360,38 @@ def test_edgeconv_per_node_equals_pygs_per_edge_form():
                             batch_vector([5, 45]), None, None, None, checks)
     checks.run()
     assert layout.bounds == [0, 5, 50] and knn_edges(torch.randn(50, 3), 5, layout)[1] is None
+
+
+@pytest.mark.parametrize("add_self_loops", [True, False])
+def test_point_transformer_per_node_equals_pygs_layer(add_self_loops):
+    """On the network's kNN graph the local PointTransformerConv gathers
+    per-node products; on the same weights it gives PyG's layer, values and
+    gradients of every parameter (lin_dst's, zero up to round-off, included);
+    on other edges, or with an attention MLP, it is PyG's layer."""
+    from torch_geometric.nn import PointTransformerConv as PygPointTransformerConv
+
+    from tg_funcattn.nn.models import PointTransformerConv, knn_edges
+
+    torch.manual_seed(0)
+    ours = PointTransformerConv(16, 16, add_self_loops=add_self_loops).double()
+    pyg = PygPointTransformerConv(16, 16, add_self_loops=add_self_loops).double()
+    pyg.load_state_dict(ours.state_dict())
+    x = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    pos = torch.randn(50, 3, dtype=torch.float64)
+    checks = ValueChecks()
+    layout = validate_graph(GraphNeeds("learned", 1, False, 4, None), 50, x.device,
+                            batch_vector([20, 30]), None, None, None, checks)
+    checks.run()
+    edge_index, regular = knn_edges(pos, 5, layout)
+    some = edge_index[:, torch.randperm(edge_index.shape[1])[:120]]
+    for edges, k in ((edge_index, regular), (some, None)):
+        expected = pyg(x, pos, edges)
+        out = ours(x, pos, edges, k)
+        torch.testing.assert_close(out, expected)
+        for got, want in zip(torch.autograd.grad(out.square().sum(), [x, *ours.parameters()]),
+                             torch.autograd.grad(expected.square().sum(), [x, *pyg.parameters()])):
+            torch.testing.assert_close(got, want)
+    attention = PointTransformerConv(16, 16, attn_nn=torch.nn.Linear(16, 16)).double()
+    reference = PygPointTransformerConv(16, 16, attn_nn=torch.nn.Linear(16, 16)).double()
+    reference.load_state_dict(attention.state_dict())
+    torch.testing.assert_close(attention(x, pos, edge_index, regular), reference(x, pos, edge_index))

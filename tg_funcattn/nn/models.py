@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
+from torch_geometric.nn import PointTransformerConv as PygPointTransformerConv
+from torch_geometric.nn.dense.linear import Linear as PygLinear
+from torch_geometric.typing import PairTensor
 
+from ..ops.edge import knn_edge_max, knn_softmax_sum
 from ..ops.knn import knn_backend, knn_graph_validated
 from ..ops.segment import segment_sum
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
@@ -114,8 +118,8 @@ class EdgeConv(Module):
         node_j = F.linear(x, w_j)
         src, dst = edge_index[0], edge_index[1]
         if regular is not None:  # node i's edges are rows i*regular ... (i+1)*regular - 1
-            gathered = node_j.index_select(0, src).view(x.shape[0], regular, -1)
-            return second(drop(act(gathered + node_i.unsqueeze(1)))).amax(1)
+            out = knn_edge_max(node_i, node_j, src, regular, second.weight)
+            return out + second.bias  # the bias commutes with the max
         from torch_geometric.utils import scatter
 
         messages = second(drop(act(node_i.index_select(0, dst) + node_j.index_select(0, src))))
@@ -125,9 +129,56 @@ class EdgeConv(Module):
         return f"{self.__class__.__name__}({self.channels}, nn={self.nn})"
 
 
-def _make_local(local: Union[str, Module, Callable[[int], Module]], channels: int) -> Module:
-    from torch_geometric.nn import PointTransformerConv
+class PointTransformerConv(PygPointTransformerConv):
+    r"""The point transformer layer of `"Point Transformer"
+    <https://arxiv.org/abs/2012.09164>`_, :class:`torch_geometric.nn.conv.PointTransformerConv`,
+    computed per node on the network's kNN graph:
 
+    .. math::
+        \mathbf{x}'_i = \sum_{j \in \mathcal{N}(i) \cup \{ i \}} \alpha_{i,j}
+            \left(\mathbf{W}_3 \mathbf{x}_j + \boldsymbol{\delta}_{ij} \right),
+        \quad \alpha_{i,j} = \mathrm{softmax}_j\big(\mathbf{W}_1\mathbf{x}_i
+            - \mathbf{W}_2\mathbf{x}_j + \boldsymbol{\delta}_{ij}\big), \quad
+        \boldsymbol{\delta}_{ij} = \mathbf{P}(\mathbf{p}_i - \mathbf{p}_j) + \mathbf{b}
+
+    With the default linear ``pos_nn`` and no ``attn_nn`` every term of an edge
+    is a difference of per-node products (``P p_i - P p_j``), so on a kNN graph
+    whose edges are listed node by node (``regular`` from :func:`knn_edges`)
+    the edges only gather ``[N, C]`` products for a softmax over each node's
+    ``k`` neighbours and itself (:func:`~tg_funcattn.ops.edge.knn_softmax_sum`,
+    in cache-sized chunks), with no product per edge and no ``[E, C]`` tensor
+    kept for backward.  Otherwise (other edges, other ``pos_nn``,
+    ``attn_nn``, bipartite input) it is PyG's layer.  The same parameters,
+    values (up to round-off) and gradients as PyG's layer.
+    """
+
+    # the arguments PyG's forward passes to ``propagate`` (PyG reads them from
+    # here; from the source it would find this class's, which has no call)
+    propagate_type = {"x": PairTensor, "pos": PairTensor, "alpha": PairTensor}
+
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor,
+                regular: Optional[int] = None) -> Tensor:
+        """``regular``: every node has exactly that many incoming edges and
+        ``edge_index[1]`` lists the targets in node order."""
+        pos_nn = self.pos_nn
+        if regular is None or self.attn_nn is not None or not isinstance(x, Tensor) \
+                or not isinstance(pos, Tensor) or not isinstance(pos_nn, (Linear, PygLinear)) \
+                or isinstance(pos_nn.weight, torch.nn.parameter.UninitializedParameter):
+            return super().forward(x, pos, edge_index)
+        n = x.shape[0]
+        moved = F.linear(pos, pos_nn.weight)  # P p, [N, C]
+        offset = moved if pos_nn.bias is None else moved + pos_nn.bias  # P p_i + b
+        neighbors = edge_index[0].view(n, regular)
+        if self.add_self_loops:  # the kNN graph has none; PyG appends one per node
+            neighbors = torch.cat([neighbors, torch.arange(n, device=x.device).unsqueeze(1)], 1)
+        # alpha_ij = softmax_j((W_1 x_i + P p_i + b) - (W_2 x_j + P p_j)), and with
+        # the alpha of each node summing to one,
+        # x'_i = sum_j alpha_ij (W_3 x_j - P p_j) + P p_i + b
+        return knn_softmax_sum(self.lin_dst(x) + offset, self.lin_src(x) + moved,
+                               self.lin(x) - moved, neighbors) + offset
+
+
+def _make_local(local: Union[str, Module, Callable[[int], Module]], channels: int) -> Module:
     if local == "point_transformer":
         return PointTransformerConv(channels, channels)
     if local == "edgeconv":
@@ -166,7 +217,8 @@ class FuncAttnBlock(Module):
             ``channels``. (default: :obj:`2.0`)
         dropout (float, optional): Dropout in attention and MLP. (default: :obj:`0.0`)
         local (str or torch.nn.Module or callable, optional): The local branch:
-            ``"point_transformer"`` (:class:`~torch_geometric.nn.conv.PointTransformerConv`),
+            ``"point_transformer"`` (:class:`PointTransformerConv`: PyG's
+            layer, computed per node on the kNN graph),
             ``"edgeconv"`` (:class:`EdgeConv`: PyG's EdgeConv with an MLP, its
             first layer computed per node), any PyG conv module called as ``conv(x, edge_index, **kwargs)``
             or ``conv(x, pos, edge_index, **kwargs)`` (``kwargs``: the extra
@@ -248,17 +300,20 @@ class FuncAttnBlock(Module):
         """The block on validated inputs (see
         :meth:`FunctionalAttention.forward_validated`); ``edge_index`` is
         required with a local branch, ``local_kwargs`` go to its conv;
-        ``regular`` (from :func:`knn_edges`) tells :class:`EdgeConv` that every
-        node has that many incoming edges, in node order."""
+        ``regular`` (from :func:`knn_edges`) tells :class:`EdgeConv` and
+        :class:`PointTransformerConv` that every node has that many incoming
+        edges, in node order."""
         h = stream.rowwise(self.norm1, x)
         attn = self.attn.forward_validated(h, layout, return_maps=return_maps, stream=stream)
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
         out = x + attn
         if self.local is not None:
-            if self.local_takes_pos:
-                out = out + self.local(h, pos, edge_index, **local_kwargs)
+            if isinstance(self.local, PointTransformerConv):
+                out = out + self.local(h, pos, edge_index, regular)
             elif isinstance(self.local, EdgeConv):
                 out = out + self.local(h, edge_index, regular)
+            elif self.local_takes_pos:
+                out = out + self.local(h, pos, edge_index, **local_kwargs)
             else:
                 out = out + self.local(h, edge_index, **local_kwargs)
         out = out + stream.rowwise(lambda t: self.mlp(self.norm2(t)), out)
