@@ -246,6 +246,12 @@ def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
     plain = run_config(build_parser().parse_args(["train", "segmentation"]))
     assert (plain.model.lift, plain.model.shared_ridge) == ("mlp", False)
     assert plain.model.basis_type == "auto" and plain.optim.optimizer == "adamw"
+    assert model.resolved_local("rna") is None  # the authors' model has no local branch
+    # the defaults: on meshes the eigenbasis and an EdgeConv branch, on point clouds neither
+    assert (plain.model.resolved_basis_type("rna"), plain.model.resolved_local("rna"),
+            plain.model.k) == ("laplacian_init", "edgeconv", 8)
+    assert (plain.model.resolved_basis_type("synthetic"), plain.model.resolved_local("synthetic")) \
+        == ("learned", None)
     # a short run with the preset trains the preset's network under the authors' schedule
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "2", "--preset", "paper_rna",
           "--batch-size", "4", "--points", "96", "--num-bases", "8",

@@ -42,6 +42,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 #: data sets of meshes, where ``basis_type="auto"`` takes the Laplacian-initialised basis
+#: and ``local="auto"`` an EdgeConv branch
 MESH_DATASETS = ("rna",)
 
 
@@ -228,9 +229,11 @@ def data_config(values: Dict[str, Any]) -> DataConfig:
 class ModelConfig(_Section):
     """The :class:`~tg_funcattn.nn.FuncAttnNet` settings (field names are its
     keywords).  Defaults: segmentation's, the best configuration of
-    ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU budget without
-    a local branch (``--local edgeconv --k 8`` adds accuracy at a multiple of the time
-    per epoch; see the README, "Results on real data" and "Performance")."""
+    ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU budget: on
+    meshes the Laplacian-initialised basis and a local EdgeConv branch of 8
+    neighbours (about twice the time per step of no local branch), on point
+    clouds the learned basis without one (see the README, "Results on real
+    data" and "Performance")."""
 
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
                                       "learned on point clouds; laplacian needs the eigenbasis of the "
@@ -248,9 +251,10 @@ class ModelConfig(_Section):
     lift: str = _option("mlp", "input lift: a 2-layer MLP, or the authors' residual lift with a "
                                "learned offset", choices=LIFTS)
     shared_ridge: bool = _option(False, "one ridge parameter for all heads (the authors')")
-    local: str = _option("none", "local message-passing branch over a kNN graph",
-                         choices=("none", *LOCAL_KINDS))
-    k: int = _option(16, "neighbours of the local branch's kNN graph", at_least=1)
+    local: str = _option("auto", "local message-passing branch over a kNN graph; auto: edgeconv "
+                                 "on meshes (rna), none on point clouds",
+                         choices=("auto", "none", *LOCAL_KINDS))
+    k: int = _option(8, "neighbours of the local branch's kNN graph", at_least=1)
 
     def resolved_basis_type(self, dataset: str) -> str:
         """``auto``: ``laplacian_init`` on meshes (eigenbases of the surface, the
@@ -258,6 +262,14 @@ class ModelConfig(_Section):
         if self.basis_type != "auto":
             return self.basis_type
         return "laplacian_init" if dataset in MESH_DATASETS else "learned"
+
+    def resolved_local(self, dataset: str) -> Optional[str]:
+        """The local branch (``None``: none); ``auto``: ``edgeconv`` on meshes
+        (with ``laplacian_init``, the best row on real RNA surfaces), none on
+        point clouds."""
+        local = self.local if self.local != "auto" else \
+            "edgeconv" if dataset in MESH_DATASETS else "none"
+        return None if local == "none" else local
 
 
 @dataclass(frozen=True)
@@ -371,8 +383,10 @@ class RunConfig:
         if preset is not None:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
-            # a preset's network has FuncAttnNet's learned bases unless it names a basis
-            values = {"basis_type": "learned", **PRESETS[preset], **RECIPES.get(preset, {})}
+            # a preset's network has FuncAttnNet's learned bases and no local branch
+            # unless it names them
+            values = {"basis_type": "learned", "local": "none", **PRESETS[preset],
+                      **RECIPES.get(preset, {})}
         values.update(options)
         sections = {}
         for name, section in SECTIONS[kind].items():

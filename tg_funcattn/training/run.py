@@ -30,7 +30,7 @@ def net_settings(config: RunConfig, info: Dict) -> Dict:
     the data that ``info`` describes (plain values only, kept in checkpoints)."""
     model = config.model
     return {**dataclasses.asdict(model), "basis_type": model.resolved_basis_type(config.data.dataset),
-            "local": None if model.local == "none" else model.local,
+            "local": model.resolved_local(config.data.dataset),
             "in_channels": info["in_channels"],
             "out_channels": info["num_classes"] if config.kind == SEGMENTATION else info["out_channels"],
             "num_categories": info.get("num_categories")}
