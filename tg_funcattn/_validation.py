@@ -80,11 +80,41 @@ def _run_now(checks: Optional[ValueChecks]) -> Tuple[ValueChecks, bool]:
     return (ValueChecks(), True) if checks is None else (checks, False)
 
 
-def check_finite(value: Tensor, name: str, checks: Optional[ValueChecks] = None) -> None:
-    """``value`` has no NaN or infinite entry (added to ``checks``, or checked now)."""
+def check_finite(value: Tensor, name: str, checks: Optional[ValueChecks] = None, *,
+                 bounded: bool = False) -> None:
+    """``value`` has no NaN or infinite entry (added to ``checks``, or checked
+    now); with ``bounded``, also no entry above the square root of the largest
+    number of its dtype (at least float32: ``1.8e19``), beyond which its
+    squares (in the layer norms, the Gram matrices) overflow inside a network,
+    which then returns NaN or meaningless values.  One pass over ``value``
+    (its smallest and largest entries, NaN if any entry is NaN); the number
+    of bad entries is counted only for the error message."""
+    if not value.numel():
+        return
     checks, now = _run_now(checks)
-    checks.add((~torch.isfinite(value)).sum(),
-               lambda v: f"'{name}' contains {v[0]} NaN or infinite value(s)" if v[0] else None)
+    low, high = torch.aminmax(value.detach())
+    largest = torch.maximum(high, -low)
+
+    def not_finite(v):
+        if v[0]:
+            return None
+        count = int((~torch.isfinite(value)).sum())
+        return f"'{name}' contains {count} NaN or infinite value(s)"
+
+    checks.add(torch.isfinite(largest), not_finite)
+    if bounded:
+        wide = torch.promote_types(value.dtype, torch.float32)
+        limit = torch.finfo(wide).max ** 0.5
+        # relative to the limit (at most float32's largest), so that float64 values
+        # travel as float32
+        ratio = (largest.to(wide) / limit).clamp(max=torch.finfo(torch.float32).max)
+        checks.add_float(ratio.view(1),
+                         lambda v: (f"'{name}' is finite but its largest |value| is "
+                                    f"{v[0] * limit:.3g}, above {limit:.3g}, the square root of "
+                                    f"the largest {wide}: its squares overflow inside the network "
+                                    "(the output would be NaN or meaningless); scale it (e.g. "
+                                    "standardise the features, NormalizeScale for positions)")
+                         if v[0] > 1 else None)
     if now:
         checks.run()
 

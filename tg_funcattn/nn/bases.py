@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.nn import Linear, Module, Parameter
 
+from ..ops.partition import softmax_projection
 from ..ops.segment import segment_matmul_nn, segment_matmul_tn, segment_sum
 from ._layout import NodeRange
 
@@ -171,15 +172,12 @@ class _ProjectedBasis(Basis):
         """The head slices of ``lin_in(x)``: ``[H, n, d]``."""
         return self.lin_in(x).view(x.shape[0], self.heads, self.head_channels).transpose(0, 1)
 
-    def _project(self, u: Tensor, scale: Optional[Tensor] = None) -> Tensor:
-        """``proj`` applied to ``u [H, n, d]`` -> ``[H, n, k]``, optionally
-        scaled per head, as one batched GEMM with the bias folded in as a row of
-        the weight (``[u | 1] [W^T; b]``): ``baddbmm`` would first copy the
-        broadcast bias into the whole ``[H, n, k]`` output, a pass over the
-        largest tensor of the layer."""
+    def _project(self, u: Tensor) -> Tensor:
+        """``proj`` applied to ``u [H, n, d]`` -> ``[H, n, k]``, as one batched
+        GEMM with the bias folded in as a row of the weight (``[u | 1] [W^T; b]``):
+        ``baddbmm`` would first copy the broadcast bias into the whole
+        ``[H, n, k]`` output, a pass over the largest tensor of the layer."""
         weight = torch.cat([self.proj.weight.t(), self.proj.bias.unsqueeze(0)]).unsqueeze(0)
-        if scale is not None:
-            weight = weight * scale
         weight = weight.expand(u.shape[0], -1, -1).to(u.dtype)
         return torch.bmm(torch.cat([u, u.new_ones(u.shape[:2] + (1,))], dim=-1), weight)
 
@@ -260,10 +258,11 @@ class LearnedPartition(_ProjectedBasis):
             variance = (second - mean.square().mean(-1, keepdim=True)).clamp_min(0)
             u = u - _per_node(mean.to(u.dtype), nodes, u.shape[1])
             inv_std = _per_node(_inverse_std(variance, second).to(u.dtype), nodes, u.shape[1])
-        u = u * inv_std
-        # 1/tau folded into the small weight, not into the [H, n, k] logits
-        logits = self._project(u, self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1))
-        return torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
+        # 1/tau folded into the small weight and bias, not into the [H, n, k] logits
+        scale = self.temperature.clamp(0.1, 5.0).reciprocal().view(self.heads, 1, 1)
+        with torch.autocast(x.device.type, enabled=False):  # in the compute dtype
+            return softmax_projection((u * inv_std).to(dtype), self.proj.weight.t() * scale,
+                                      self.proj.bias * scale, dtype)
 
     def extra(self, phi: Tensor, w: Tensor) -> Tensor:
         return w.expand(phi.shape[0], -1, 1)  # Phi^T M 1

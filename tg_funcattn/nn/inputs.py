@@ -100,10 +100,11 @@ def validate_graph(needs: GraphNeeds, num_nodes: int, device: torch.device,
 
 
 def check_features(x, name: str, channels: int, weight: Tensor, checks: ValueChecks,
-                   owner: str = "layer") -> None:
+                   owner: str = "layer", bounded: bool = False) -> None:
     """``x`` is a finite ``[N, channels]`` float tensor on the device of the
     parameter ``weight`` of the ``owner`` reading it, and of its dtype unless
-    autocast is on."""
+    autocast is on; with ``bounded``, of magnitude at most the square root of
+    its dtype's largest number (see :func:`~tg_funcattn._validation.check_finite`)."""
     check_tensor(x, name, ndim=2, floating=True)
     if x.shape[1] != channels:
         raise ValueError(f"'{name}' must have shape [N, {channels}], got {tuple(x.shape)}")
@@ -114,7 +115,7 @@ def check_features(x, name: str, channels: int, weight: Tensor, checks: ValueChe
         raise TypeError(f"'{name}' has dtype {x.dtype} but the {owner}'s parameters are "
                         f"{weight.dtype}; convert one with .to() (e.g. {name}.to({weight.dtype})) "
                         "or use torch.autocast")
-    check_finite(x, name, checks)
+    check_finite(x, name, checks, bounded=bounded)
 
 
 def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
@@ -133,9 +134,8 @@ def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
     if needs.in_channels > 0:
         if x is None:
             raise ValueError(f"'x' is None but the model was built with in_channels={needs.in_channels}")
-        check_features(x, "x", needs.in_channels, weight, checks, needs.owner)
-        if needs.check_magnitude:
-            _check_magnitude(x, "x", checks)
+        check_features(x, "x", needs.in_channels, weight, checks, needs.owner,
+                       needs.check_magnitude)
     elif x is not None and x.numel() > 0:
         raise ValueError("'x' was given but the model was built with in_channels=0; "
                          "set in_channels to its width")
@@ -145,14 +145,13 @@ def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
                          if needs.pos_channels else "'pos' is required: the local branch needs "
                          "'pos' (or a precomputed 'edge_index')")
     if needs.pos_channels > 0 and needs.in_channels == 0:  # the lift's only input
-        check_features(pos, "pos", needs.pos_channels, weight, checks, needs.owner)
+        check_features(pos, "pos", needs.pos_channels, weight, checks, needs.owner,
+                       needs.check_magnitude)
     elif needs.pos_channels > 0 or local_needs_pos:
         check_tensor(pos, "pos", ndim=2, floating=True)
         if needs.pos_channels > 0 and pos.shape[1] != needs.pos_channels:
             raise ValueError(f"'pos' must have shape [N, {needs.pos_channels}], got {tuple(pos.shape)}")
-        check_finite(pos, "pos", checks)
-    if needs.check_magnitude and (needs.pos_channels > 0 or local_needs_pos):
-        _check_magnitude(pos, "pos", checks)
+        check_finite(pos, "pos", checks, bounded=needs.check_magnitude)
     inputs = ([x] if needs.in_channels > 0 else []) + ([pos] if needs.pos_channels > 0 else [])
     if len(inputs) == 2:
         if pos.shape[0] != x.shape[0]:
@@ -190,24 +189,6 @@ def _check_category(category: Optional[Tensor], num_categories: Optional[int], n
                lambda v: (f"'category' must hold indices in [0, {num_categories}) (num_categories="
                           f"{num_categories}), but graph {v[1]} has category {v[2]}")
                if v[0] else None)
-
-
-def _check_magnitude(value: Tensor, name: str, checks: ValueChecks) -> None:
-    """``value`` is at most the square root of the largest number of its dtype
-    (at least float32: ``1.8e19``), beyond which its squares (in the layer
-    norms, the Gram matrices) overflow inside the network, which then returns
-    NaN or meaningless values."""
-    wide = torch.promote_types(value.dtype, torch.float32)
-    limit = torch.finfo(wide).max ** 0.5
-    if value.numel():
-        # relative to the limit, so that float64 values travel as float32
-        checks.add_float((value.detach().abs().amax().to(wide) / limit).view(1),
-                         lambda v: (f"'{name}' is finite but its largest |value| is "
-                                    f"{v[0] * limit:.3g}, above {limit:.3g}, the square root of "
-                                    f"the largest {wide}: its squares overflow inside the network "
-                                    "(the output would be NaN or meaningless); scale it (e.g. "
-                                    "standardise the features, NormalizeScale for positions)")
-                         if v[0] > 1 else None)
 
 
 def check_orthonormal(basis: Tensor, mass: Tensor, seg, atol: float, checks: ValueChecks) -> None:
