@@ -18,8 +18,9 @@ def composed(u, weight, bias):
     return torch.softmax(torch.einsum("hnd,hdk->hnk", u, weight) + bias, -1)
 
 
-@pytest.mark.parametrize("chunk_elements", [1, 40, 1 << 18])
+@pytest.mark.parametrize("chunk_elements", [1, 40, 1 << 18])  # a row, a few, all
 def test_softmax_projection_equals_the_composed_map_in_any_chunking(monkeypatch, chunk_elements):
+    monkeypatch.setattr(partition, "CHUNKED_FROM", 0)  # the chunks, also for these small inputs
     monkeypatch.setitem(partition.CHUNK_ELEMENTS, "cpu", chunk_elements)
     u, weight, bias = inputs()
     out = softmax_projection(u, weight, bias, torch.float64)
@@ -32,13 +33,17 @@ def test_softmax_projection_equals_the_composed_map_in_any_chunking(monkeypatch,
 
 
 def test_softmax_projection_gradcheck_over_several_chunks(monkeypatch):
-    monkeypatch.setitem(partition.CHUNK_ELEMENTS, "cpu", 40)  # 3 heads x 2 rows x 6 bases
+    monkeypatch.setattr(partition, "CHUNKED_FROM", 0)
+    monkeypatch.setitem(partition.CHUNK_ELEMENTS, "cpu", 40)  # 2 rows of 6 bases per chunk
     u, weight, bias = inputs(n=7, d=2, k=6)
     assert torch.autograd.gradcheck(
         lambda u, w, b: softmax_projection(u, w, b, torch.float64), (u, weight, bias))
 
 
-def test_softmax_projection_stores_the_requested_dtype_and_softmaxes_in_float32():
+@pytest.mark.parametrize("chunked_from", [0, 1 << 24])
+def test_softmax_projection_stores_the_requested_dtype_and_softmaxes_in_float32(
+        monkeypatch, chunked_from):
+    monkeypatch.setattr(partition, "CHUNKED_FROM", chunked_from)
     u, weight, bias = (t.detach().bfloat16().requires_grad_() for t in inputs())
     out = softmax_projection(u, weight, bias, torch.bfloat16)
     assert out.dtype == torch.bfloat16

@@ -20,6 +20,12 @@ from .._validation import tracing
 #: float32); other devices take larger chunks.
 CHUNK_ELEMENTS = {"cpu": 1 << 18}
 OTHER_DEVICE_CHUNK_ELEMENTS = 1 << 24
+#: Values ``H N k`` from which the chunks are used: below, the plain
+#: composition is as fast or faster (its tensors stay in cache; measured on
+#: the CPU at 8 heads, 32 bases, 16,384 nodes: 8.7 ms against 10.9 for
+#: forward+backward, and at 65,536 nodes 43 ms against 52 with a tuned
+#: malloc, 96 against 70 with glibc's default).
+CHUNKED_FROM = 1 << 24
 
 
 def softmax_projection(u: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype) -> Tensor:
@@ -36,8 +42,12 @@ def softmax_projection(u: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dty
         ``[H, N, k]``.  Differentiable once in ``u``, ``weight`` and ``bias``.
     """
     weight, bias = weight.to(u.dtype), bias.to(u.dtype)
-    if tracing():  # the compiler fuses the plain form itself
-        logits = torch.baddbmm(bias, u, weight)
+    if tracing() or u.shape[0] * u.shape[1] * weight.shape[-1] < CHUNKED_FROM:
+        # the compiler fuses the plain form itself; small tensors stay in cache.  The
+        # bias as a row of the weight ([u | 1] [W; b]): baddbmm would first copy it
+        # into the whole [H, N, k] output
+        logits = torch.bmm(torch.cat([u, u.new_ones(u.shape[:2] + (1,))], -1),
+                           torch.cat([weight, bias], 1))
         return torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), -1).to(dtype)
     return _SoftmaxProjection.apply(u, weight, bias, dtype)
 
