@@ -220,8 +220,12 @@ def test_rna_sample_trains_and_scores_vertices(tmp_path):
     root = copy_sample("rna_surface_segmentation", tmp_path, "rna")
     main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
           "--max-epochs", "2", "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = saved["metrics"]
     assert set(metrics) == {"accuracy", "wall_seconds"} and 0 <= metrics["accuracy"] <= 1
+    # the mesh defaults: the surface's eigenbasis and an EdgeConv branch of 8 neighbours
+    assert (saved["net"]["basis_type"], saved["net"]["local"], saved["net"]["k"]) == \
+        ("laplacian_init", "edgeconv", 8)
 
 
 def test_rna_validation_is_held_out_of_the_training_list():
