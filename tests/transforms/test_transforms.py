@@ -353,3 +353,64 @@ def test_check_eigenbasis_without_a_record_or_an_eigenbasis():
         check_eigenbasis(sphere_data(1), who="MyLayer")
     with pytest.raises(ValueError, match="'rtol' must be a non-negative number"):
         CheckEigenbasis(rtol=-1)
+
+
+def test_heat_kernel_signature_is_the_heat_kernel_diagonal():
+    """With every eigenpair, h_t(x) is the diagonal of the heat operator
+    expm(-t M^-1 L) over the mass, normalised by the heat trace: scipy's expm,
+    no eigenvectors."""
+    from scipy.linalg import eigh, expm
+
+    from tg_funcattn.geometry import laplacian
+    from tg_funcattn.transforms import HeatKernelSignature
+
+    vertices, faces = icosphere(1)
+    L, mass = laplacian(vertices, faces)
+    L = L.toarray()
+    evals, evecs = eigh(L, np.diag(mass))  # mass-orthonormal, the full spectrum
+    data = Data(evecs=torch.from_numpy(evecs), evals=torch.from_numpy(evals).unsqueeze(0),
+                mass=torch.from_numpy(mass))
+    times = [0.01, 0.1, 1.0]
+    hks = HeatKernelSignature(times=times)(data).hks
+    for column, t in enumerate(times):
+        heat = expm(-t * L / mass[:, None])
+        expected = np.diag(heat) / mass * mass.sum() / np.trace(heat)
+        np.testing.assert_allclose(hks[:, column].numpy(), expected, rtol=1e-8)
+
+
+def test_heat_kernel_signature_averages_one_and_ignores_signs_and_rotations():
+    from tg_funcattn.transforms import HeatKernelSignature
+
+    torch.manual_seed(0)
+    transform = Compose([LaplacianEigenbasis(16), HeatKernelSignature(8)])
+    data = transform(sphere_data(level=2))
+    assert data.hks.shape == (data.pos.shape[0], 8)
+    # the mass-weighted mean of every time scale is one (mass-orthonormal eigenvectors)
+    torch.testing.assert_close(data.mass @ data.hks / data.mass.sum(), torch.ones(8),
+                               atol=1e-4, rtol=0)
+    flipped = HeatKernelSignature(8)(RandomEigenvectorSignFlip()(data.clone()))
+    torch.testing.assert_close(flipped.hks, data.hks)
+    # 16 eigenpairs are whole eigenspaces of the sphere (1 + 3 + 5 + 7): a rotation
+    # moves the eigenvectors within them and leaves the signature
+    rotated = sphere_data(level=2)
+    rotated.pos = RandomRotation()(rotated.clone()).pos
+    torch.testing.assert_close(transform(rotated).hks, data.hks, atol=1e-4, rtol=1e-3)
+    # carried to samples like the eigenbasis; or appended to x
+    sampled = SampleMeshPoints(50, generator=torch.Generator().manual_seed(0))(
+        transform(sphere_data(level=2)))
+    assert sampled.hks.shape == (50, 8)
+    with_x = HeatKernelSignature(4, attr_name=None)(Data(**{**data.to_dict(), "x": torch.ones(
+        data.pos.shape[0], 2)}))
+    assert with_x.x.shape == (data.pos.shape[0], 6) and torch.equal(with_x.x[:, :2], torch.ones(
+        data.pos.shape[0], 2))
+
+
+def test_heat_kernel_signature_errors():
+    from tg_funcattn.transforms import HeatKernelSignature
+
+    with pytest.raises(ValueError, match="apply LaplacianEigenbasis first"):
+        HeatKernelSignature()(sphere_data(level=1))
+    with pytest.raises(ValueError, match="'num_times' must be a positive int"):
+        HeatKernelSignature(0)
+    with pytest.raises(ValueError, match="'times' must be positive finite numbers"):
+        HeatKernelSignature(times=[0.1, -1.0])
