@@ -46,7 +46,9 @@ separately.
 Rows (``--rows``): ``funcattn`` (FuncAttnNet with its defaults, learned
 basis), ``laplacian_init`` (the same with the meshes' eigenbases), its
 initialisation and head variants, ``edgeconv`` and ``point_transformer``
-(``laplacian_init`` plus a local branch over a kNN graph), ``paper_preset`` (the authors' model,
+(``laplacian_init`` plus a local branch over a kNN graph), ``funcattn_hks`` and
+``laplacian_init_hks`` (the heat kernel signature at 16 times as the only
+input, intrinsic: no positions, no rotation to learn), ``paper_preset`` (the authors' model,
 ``FuncAttnNet.from_preset("paper_rna")``) under this protocol and
 ``paper_preset_recipe`` under the authors' own optimiser settings, and peers
 of the same width, depth, heads and bases: ``physics`` (Transolver-style
@@ -81,15 +83,16 @@ from tg_funcattn.datasets import NUM_RNA_CLASSES, RNASurfaceSegmentation  # noqa
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
 from tg_funcattn.training.config import RECIPES  # noqa: E402
 from tg_funcattn.training.data import rna_validation_split  # noqa: E402
-from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh,  # noqa: E402
-                                    RandomEigenvectorSignFlip, RandomRotation, SampleMeshPoints,
-                                    transfer_to_vertices)
+from tg_funcattn.transforms import (HeatKernelSignature, LaplacianEigenbasis,  # noqa: E402
+                                    NormalizeMesh, RandomEigenvectorSignFlip, RandomRotation,
+                                    SampleMeshPoints, transfer_to_vertices)
 
 WIDTH, LAYERS, HEADS, BASES = 128, 4, 8, 32
 EIGEN_K = 64
+#: time scales of the heat kernel signature rows (from the EIGEN_K eigenpairs)
+HKS_TIMES = 16
 #: kNN neighbours of the local branches and of DGCNN, half of FuncAttnNet's
-#: (16) and DGCNN's (20) defaults: their per-edge MLPs cost 8-9x a FuncAttnNet
-#: step at the defaults, too much for the CPU table (``--full`` keeps these too)
+#: (16) and DGCNN's (20) defaults (``--full`` keeps these too)
 LOCAL_K, DGCNN_K = 8, 10
 
 
@@ -98,10 +101,11 @@ LOCAL_K, DGCNN_K = 8, 10
 OVERRIDES = {}
 
 
-def _funcattn(**kw):
+def _funcattn(in_channels=0, **kw):
     settings = dict(hidden_channels=WIDTH, num_layers=LAYERS, heads=HEADS, num_bases=BASES)
     settings.update(kw)
-    return lambda: FuncAttnNet(0, out_channels=NUM_RNA_CLASSES, **{**settings, **OVERRIDES})
+    return lambda: FuncAttnNet(in_channels, out_channels=NUM_RNA_CLASSES,
+                               **{**settings, **OVERRIDES})
 
 
 def parse_overrides(text):
@@ -137,6 +141,12 @@ ROWS = {
     "laplacian_init_trunc_normal_mlp_head": (
         "FuncAttnNet, basis=laplacian_init, init=trunc_normal, head=mlp",
         _funcattn(basis_type="laplacian_init", init="trunc_normal", head="mlp"), "funcattn"),
+    "funcattn_hks": (f"FuncAttnNet, input: HKS ({HKS_TIMES} times) instead of xyz",
+                     _funcattn(HKS_TIMES, pos_channels=0), "funcattn"),
+    "laplacian_init_hks": (f"FuncAttnNet, basis=laplacian_init, input: HKS ({HKS_TIMES} times) "
+                           "instead of xyz",
+                           _funcattn(HKS_TIMES, pos_channels=0, basis_type="laplacian_init"),
+                           "funcattn"),
     "edgeconv": (f"FuncAttnNet, basis=laplacian_init + edgeconv (k={LOCAL_K})",
                  _funcattn(basis_type="laplacian_init", local="edgeconv", k=LOCAL_K),
                  "funcattn"),
@@ -158,11 +168,17 @@ ROWS = {
 #: cheap rows first, so that an interrupted table (``--resume``) has them
 DEFAULT_ROWS = ["funcattn", "laplacian_init", "laplacian_init_mlp_head", "laplacian_init_trunc_normal",
                 "laplacian_init_trunc_normal_mlp_head", "paper_preset", "paper_preset_recipe",
-                "physics", "pointnet2", "dgcnn", "edgeconv", "point_transformer"]
+                "physics", "pointnet2", "dgcnn", "edgeconv", "point_transformer", "funcattn_hks",
+                "laplacian_init_hks"]
+
+
+def needs_hks(name):
+    """The row reads heat kernel signatures (from the eigenpairs) instead of positions."""
+    return name.endswith("_hks")
 
 
 def needs_basis(name):
-    return "laplacian_init" in ROWS[name][0]
+    return "laplacian_init" in ROWS[name][0] or needs_hks(name)
 
 
 # ------------------------------------------------------------------------ data
@@ -180,7 +196,8 @@ class Sampled(torch.utils.data.Dataset):
         generator = None if self.seed is None else torch.Generator().manual_seed(
             self.seed * 1_000_003 + i)
         mesh = self.meshes[i]  # a shallow copy: the transforms replace attributes, never edit them
-        data = Data(**{key: mesh[key] for key in ("pos", "face", "y", "evecs") if key in mesh})
+        data = Data(**{key: mesh[key] for key in ("pos", "face", "y", "evecs", "hks")
+                       if key in mesh})
         data = SampleMeshPoints(self.points, keep_mesh=True, generator=generator)(data)
         data = RandomRotation(generator=generator)(data)
         if "evecs" in data and self.seed is None and self.sign_flip:
@@ -188,7 +205,7 @@ class Sampled(torch.utils.data.Dataset):
         return data
 
 
-def load_splits(args, with_basis):
+def load_splits(args, with_basis, with_hks=False):
     steps = [NormalizeMesh("sphere")]
     if with_basis:
         steps.append(LaplacianEigenbasis(EIGEN_K, cache_dir=args.eigen_cache))
@@ -199,16 +216,19 @@ def load_splits(args, with_basis):
     test = RNASurfaceSegmentation(args.root, "test", pre_transform=pre)
     val_ids, rest = (ids.tolist() for ids in rna_validation_split(len(train), args.val / len(train)))
     train_ids = rest if args.full else rest[:args.train]
-    return ([train[i] for i in train_ids], [train[i] for i in val_ids],
-            [test[i] for i in range(len(test))])
+    # the signature from the cached eigenpairs, on the meshes (SampleMeshPoints carries it)
+    hks = HeatKernelSignature(HKS_TIMES) if with_hks else (lambda data: data)
+    return ([hks(train[i]) for i in train_ids], [hks(train[i]) for i in val_ids],
+            [hks(test[i]) for i in range(len(test))])
 
 
 # ----------------------------------------------------------------------- model
 def forward(model, kind, data):
     if kind == "funcattn":
-        basis = data.evecs if "evecs" in data else None
-        return model(None, data.pos, data.batch, batch_size=data.num_graphs,
-                     mass=data.mass if basis is not None else None, basis=basis)
+        basis = data.evecs if model.uses_eigenbasis else None
+        return model(data.hks if model.in_channels else None, data.pos, data.batch,
+                     batch_size=data.num_graphs, mass=data.mass if basis is not None else None,
+                     basis=basis)
     if kind == "peer":
         return model(None, data.pos, batch_size=data.num_graphs)
     return model(None, data.pos, data.num_graphs)
@@ -243,7 +263,7 @@ def train_one(name, seed, args):
     recipe = dict(optimizer="adamw", lr=args.lr, weight_decay=args.weight_decay, schedule="cosine",
                   batch_size=args.batch_size)
     recipe.update(*override)
-    train, val, test = load_splits(args, needs_basis(name))
+    train, val, test = load_splits(args, needs_basis(name), needs_hks(name))
     torch.manual_seed(seed)
     device = torch.device(args.device)
     model = make().to(device)
