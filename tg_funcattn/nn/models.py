@@ -91,7 +91,10 @@ class EdgeConv(Module):
     so the edges gather two per-node products instead of multiplying a
     ``[E, 2C]`` concatenation (the same values up to round-off, the same
     parameters as PyG's ``EdgeConv(MLP(2C, C, C), aggr="max")``, whose state
-    dict it loads).  A node without incoming edges gets zeros.
+    dict it loads).  On the network's kNN graph (``regular``) the rest runs
+    in cache-sized chunks of nodes (:func:`~tg_funcattn.ops.edge.knn_edge_max`:
+    no ``[E, C]`` tensor is kept for backward); on other edges it aggregates
+    with a scatter.  A node without incoming edges gets zeros.
 
     Args:
         channels (int): Size of each input and output sample :math:`C`.
