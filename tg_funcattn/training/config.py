@@ -229,11 +229,11 @@ def data_config(values: Dict[str, Any]) -> DataConfig:
 class ModelConfig(_Section):
     """The :class:`~tg_funcattn.nn.FuncAttnNet` settings (field names are its
     keywords).  Defaults: segmentation's, the best configuration of
-    ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU budget: on
-    meshes the Laplacian-initialised basis and a local EdgeConv branch of 8
-    neighbours (about twice the time per step of no local branch), on point
-    clouds the learned basis without one (see the README, "Results on real
-    data" and "Performance")."""
+    ``benchmarks/bench_rna.py`` with positions as input on real RNA surfaces
+    at its CPU budget: on meshes the Laplacian-initialised basis and a local
+    EdgeConv branch of 8 neighbours (about twice the time per step of no
+    local branch), on point clouds the learned basis without one (see the
+    README, "Results on real data" and "Performance")."""
 
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
                                       "learned on point clouds; laplacian needs the eigenbasis of the "
@@ -265,8 +265,8 @@ class ModelConfig(_Section):
 
     def resolved_local(self, dataset: str) -> Optional[str]:
         """The local branch (``None``: none); ``auto``: ``edgeconv`` on meshes
-        (with ``laplacian_init``, the best row on real RNA surfaces), none on
-        point clouds."""
+        (with ``laplacian_init``, the best row with positions as input on real
+        RNA surfaces), none on point clouds."""
         local = self.local if self.local != "auto" else \
             "edgeconv" if dataset in MESH_DATASETS else "none"
         return None if local == "none" else local
