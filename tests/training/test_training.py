@@ -228,6 +228,21 @@ def test_rna_sample_trains_and_scores_vertices(tmp_path):
         ("laplacian_init", "edgeconv", 8)
 
 
+def test_rna_sample_trains_on_the_heat_kernel_signature(tmp_path):
+    """--input-features hks: the signature of the mesh as the only input (16
+    channels, no positions), for the learned basis too (the eigenpairs are
+    computed for the signature)."""
+    root = copy_sample("rna_surface_segmentation", tmp_path, "rna")
+    main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
+          "--input-features", "hks", "--basis-type", "learned", "--max-epochs", "1",
+          "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (saved["net"]["in_channels"], saved["net"]["pos_channels"]) == (16, 0)
+    assert 0 <= saved["metrics"]["accuracy"] <= 1
+    with pytest.raises(ValueError, match="--input-features\\) hks needs meshes \\(rna\\)"):
+        run_config(build_parser().parse_args(["train", "segmentation", "--input-features", "hks"]))
+
+
 def test_rna_validation_is_held_out_of_the_training_list():
     from tg_funcattn.training.data import rna_validation_split
 

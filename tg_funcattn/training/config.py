@@ -171,6 +171,10 @@ class SegmentationDataConfig(DataConfig):
     shapes: int = _option(100, "synthetic: training shapes per category; validation gets "
                                "shapes // 7 and test 3 * shapes // 10 per category (at least 1 "
                                "each)", at_least=1)
+    input_features: str = _option("xyz", "rna: the node input: xyz, the positions; hks, the heat "
+                                         "kernel signature of the mesh (16 times from 64 "
+                                         "eigenpairs) instead, invariant to rotations",
+                                  choices=("xyz", "hks"))
 
     @property
     def synthetic_split_sizes(self) -> Tuple[int, int, int]:
@@ -358,6 +362,10 @@ class RunConfig:
                                 f"got {type(getattr(self, name)).__name__}")
         sampled = isinstance(self.data, SegmentationDataConfig) and self.data.dataset in MESH_DATASETS \
             and self.data.num_points
+        if isinstance(self.data, SegmentationDataConfig) and self.data.input_features == "hks" \
+                and self.data.dataset not in MESH_DATASETS:
+            raise ValueError(f"'input_features' (--input-features) hks needs meshes "
+                             f"({', '.join(MESH_DATASETS)}); {self.data.dataset} has points only")
         if sampled and self.model.resolved_basis_type(self.data.dataset) == "laplacian":
             raise ValueError(f"'basis_type' (--basis-type) laplacian needs an eigenbasis orthonormal on the "
                              f"nodes themselves; the points sampled from the {self.data.dataset} meshes "

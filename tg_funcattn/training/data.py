@@ -9,12 +9,18 @@ from torch_geometric.transforms import Compose
 from ..datasets import (NUM_SHAPENET_PARTS, SHAPENET_CATEGORIES, MeshOperatorRegression,
                         MeshRegression, RNASurfaceSegmentation, ShapeNetPart, SyntheticParts,
                         category_part_mask)
-from ..transforms import (LaplacianEigenbasis, NormalizeMesh, RandomEigenvectorSignFlip,
-                          RandomRotation, check_eigenbasis)
+from ..transforms import (HeatKernelSignature, LaplacianEigenbasis, NormalizeMesh,
+                          RandomEigenvectorSignFlip, RandomRotation, check_eigenbasis)
 from .config import SEGMENTATION, DataConfig, RegressionDataConfig, SegmentationDataConfig
 
 
-def _pre_transforms(data: DataConfig, eigenpairs: Optional[int], normalize: Optional[str] = None):
+#: The heat kernel signature of ``--input-features hks``: time scales, and the
+#: eigenpairs it is computed from (as in ``benchmarks/bench_rna.py``)
+HKS_TIMES, HKS_EIGENPAIRS = 16, 64
+
+
+def _pre_transforms(data: DataConfig, eigenpairs: Optional[int], normalize: Optional[str] = None,
+                    hks: bool = False):
     """``(pre_transform, train_transforms)``: optional normalisation, and
     ``eigenpairs`` Laplacian eigenpairs per shape (``None``: none, the
     network learns its bases), with sign-flip augmentation if
@@ -24,10 +30,14 @@ def _pre_transforms(data: DataConfig, eigenpairs: Optional[int], normalize: Opti
     ``benchmarks/results/bench_rna{,_sign_flip}.md``)."""
     steps = [NormalizeMesh(normalize)] if normalize else []
     augment = []
+    if hks:  # the signature as data.x, from at least HKS_EIGENPAIRS eigenpairs
+        eigenpairs = max(eigenpairs or 0, HKS_EIGENPAIRS)
     if eigenpairs is not None:
         steps.append(LaplacianEigenbasis(eigenpairs, cache_dir=data.eigen_cache_dir))
         if data.sign_flip:
             augment.append(RandomEigenvectorSignFlip())
+    if hks:
+        steps.append(HeatKernelSignature(HKS_TIMES, attr_name=None))
     return (Compose(steps) if steps else None), augment
 
 
@@ -69,7 +79,8 @@ def segmentation_data(data: SegmentationDataConfig,
     # training (they have no canonical pose); eigenbases are computed on the meshes
     # and interpolated to the sampled points.  Validation is a fixed tenth of the
     # official training list, so that nothing is chosen on the test set.
-    pre_transform, augment = _pre_transforms(data, eigenpairs, normalize="sphere")
+    hks = data.input_features == "hks"
+    pre_transform, augment = _pre_transforms(data, eigenpairs, normalize="sphere", hks=hks)
     points = data.num_points or None
     make = lambda split, transform: RNASurfaceSegmentation(  # noqa: E731
         root, split, num_points=points, pre_transform=pre_transform, transform=transform)
@@ -77,7 +88,8 @@ def segmentation_data(data: SegmentationDataConfig,
     val_ids, train_ids = rna_validation_split(len(train))
     val = make("train", None)[val_ids]
     test = make("test", None)
-    info = {"in_channels": 0, "num_classes": train.num_classes, "num_categories": None,
+    info = {"in_channels": HKS_TIMES if hks else 0, "pos_channels": 0 if hks else 3,
+            "num_classes": train.num_classes, "num_categories": None,
             "part_mask": None, "category_names": None}
     return train[train_ids], val, test, info
 
