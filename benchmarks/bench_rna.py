@@ -48,7 +48,8 @@ basis), ``laplacian_init`` (the same with the meshes' eigenbases), its
 initialisation and head variants, ``edgeconv`` and ``point_transformer``
 (``laplacian_init`` plus a local branch over a kNN graph), ``funcattn_hks`` and
 ``laplacian_init_hks`` (the heat kernel signature at 16 times as the only
-input, intrinsic: no positions, no rotation to learn), ``paper_preset`` (the authors' model,
+input, intrinsic: no positions, no rotation to learn; ``edgeconv_hks`` with
+the EdgeConv branch, whose kNN graph still comes from the positions), ``paper_preset`` (the authors' model,
 ``FuncAttnNet.from_preset("paper_rna")``) under this protocol and
 ``paper_preset_recipe`` under the authors' own optimiser settings, and peers
 of the same width, depth, heads and bases: ``physics`` (Transolver-style
@@ -147,6 +148,10 @@ ROWS = {
                            "instead of xyz",
                            _funcattn(HKS_TIMES, pos_channels=0, basis_type="laplacian_init"),
                            "funcattn"),
+    "edgeconv_hks": (f"FuncAttnNet, basis=laplacian_init + edgeconv (k={LOCAL_K}), input: HKS "
+                     f"({HKS_TIMES} times) instead of xyz",
+                     _funcattn(HKS_TIMES, pos_channels=0, basis_type="laplacian_init",
+                               local="edgeconv", k=LOCAL_K), "funcattn"),
     "edgeconv": (f"FuncAttnNet, basis=laplacian_init + edgeconv (k={LOCAL_K})",
                  _funcattn(basis_type="laplacian_init", local="edgeconv", k=LOCAL_K),
                  "funcattn"),
@@ -169,7 +174,7 @@ ROWS = {
 DEFAULT_ROWS = ["funcattn", "laplacian_init", "laplacian_init_mlp_head", "laplacian_init_trunc_normal",
                 "laplacian_init_trunc_normal_mlp_head", "paper_preset", "paper_preset_recipe",
                 "physics", "pointnet2", "dgcnn", "edgeconv", "point_transformer", "funcattn_hks",
-                "laplacian_init_hks"]
+                "laplacian_init_hks", "edgeconv_hks"]
 
 
 def needs_hks(name):
