@@ -7,7 +7,8 @@ separate operations, the logits and the softmax's gradient are two more
 tensors of that size, each a pass over memory (and on a fresh allocation,
 page faults); here each chunk of nodes goes through product and softmax (and
 backward through the softmax's gradient and the two products) while it is in
-cache, and only the values themselves are stored.
+cache, and only the values themselves are stored.  Below :data:`CHUNKED_FROM`
+values, and under ``torch.compile``, it is the plain composition.
 """
 from __future__ import annotations
 
