@@ -223,15 +223,17 @@ def test_rna_sample_trains_and_scores_vertices(tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     metrics = saved["metrics"]
     assert set(metrics) == {"accuracy", "wall_seconds"} and 0 <= metrics["accuracy"] <= 1
-    # the mesh defaults: the surface's eigenbasis and an EdgeConv branch of 8 neighbours
-    assert (saved["net"]["basis_type"], saved["net"]["local"], saved["net"]["k"]) == \
-        ("laplacian_init", "edgeconv", 8)
+    # the mesh defaults: the surface's eigenbasis, an EdgeConv branch of 8 neighbours and
+    # the heat kernel signature (16 times) instead of the positions
+    net = saved["net"]
+    assert (net["basis_type"], net["local"], net["k"], net["in_channels"], net["pos_channels"]) \
+        == ("laplacian_init", "edgeconv", 8, 16, 0)
 
 
 def test_rna_sample_trains_on_the_heat_kernel_signature(tmp_path):
-    """--input-features hks: the signature of the mesh as the only input (16
-    channels, no positions), for the learned basis too (the eigenpairs are
-    computed for the signature)."""
+    """--input-features hks (the mesh default): the signature of the mesh as
+    the only input (16 channels, no positions), for the learned basis too (the
+    eigenpairs are computed for the signature)."""
     root = copy_sample("rna_surface_segmentation", tmp_path, "rna")
     main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
           "--input-features", "hks", "--basis-type", "learned", "--max-epochs", "1",
@@ -271,6 +273,7 @@ def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
             plain.model.k) == ("laplacian_init", "edgeconv", 8)
     assert (plain.model.resolved_basis_type("synthetic"), plain.model.resolved_local("synthetic")) \
         == ("learned", None)
+    assert plain.data.resolved_input_features == "xyz"  # synthetic: point clouds
     # a short run with the preset trains the preset's network under the authors' schedule
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "2", "--preset", "paper_rna",
           "--batch-size", "4", "--points", "96", "--num-bases", "8",

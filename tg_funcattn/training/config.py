@@ -42,7 +42,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 #: data sets of meshes, where ``basis_type="auto"`` takes the Laplacian-initialised basis
-#: and ``local="auto"`` an EdgeConv branch
+#: ``local="auto"`` an EdgeConv branch and ``input_features="auto"`` the heat kernel signature
 MESH_DATASETS = ("rna",)
 
 
@@ -171,10 +171,19 @@ class SegmentationDataConfig(DataConfig):
     shapes: int = _option(100, "synthetic: training shapes per category; validation gets "
                                "shapes // 7 and test 3 * shapes // 10 per category (at least 1 "
                                "each)", at_least=1)
-    input_features: str = _option("xyz", "rna: the node input: xyz, the positions; hks, the heat "
-                                         "kernel signature of the mesh (16 times from 64 "
-                                         "eigenpairs) instead, invariant to rotations",
-                                  choices=("xyz", "hks"))
+    input_features: str = _option("auto", "the node input: xyz, the positions; hks, the heat "
+                                          "kernel signature of the mesh (16 times from 64 "
+                                          "eigenpairs) instead, invariant to rotations (meshes "
+                                          "only); auto: hks on meshes (rna), xyz on point clouds",
+                                  choices=("auto", "xyz", "hks"))
+
+    @property
+    def resolved_input_features(self) -> str:
+        """``auto``: ``hks`` on meshes (the best rows of ``benchmarks/bench_rna.py``
+        on real RNA surfaces), ``xyz`` on point clouds."""
+        if self.input_features != "auto":
+            return self.input_features
+        return "hks" if self.dataset in MESH_DATASETS else "xyz"
 
     @property
     def synthetic_split_sizes(self) -> Tuple[int, int, int]:
@@ -233,11 +242,12 @@ def data_config(values: Dict[str, Any]) -> DataConfig:
 class ModelConfig(_Section):
     """The :class:`~tg_funcattn.nn.FuncAttnNet` settings (field names are its
     keywords).  Defaults: segmentation's, the best configuration of
-    ``benchmarks/bench_rna.py`` with positions as input on real RNA surfaces
-    at its CPU budget: on meshes the Laplacian-initialised basis and a local
-    EdgeConv branch of 8 neighbours (about twice the time per step of no
-    local branch), on point clouds the learned basis without one (see the
-    README, "Results on real data" and "Performance")."""
+    ``benchmarks/bench_rna.py`` on real RNA surfaces at its CPU budget: on
+    meshes the Laplacian-initialised basis and a local EdgeConv branch of 8
+    neighbours (about twice the time per step of no local branch; the data's
+    ``input_features`` defaults to the heat kernel signature there), on point
+    clouds the learned basis without one (see the README, "Results on real
+    data" and "Performance")."""
 
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
                                       "learned on point clouds; laplacian needs the eigenbasis of the "
@@ -269,8 +279,8 @@ class ModelConfig(_Section):
 
     def resolved_local(self, dataset: str) -> Optional[str]:
         """The local branch (``None``: none); ``auto``: ``edgeconv`` on meshes
-        (with ``laplacian_init``, the best row with positions as input on real
-        RNA surfaces), none on point clouds."""
+        (with ``laplacian_init``, the best rows on real RNA surfaces), none on
+        point clouds."""
         local = self.local if self.local != "auto" else \
             "edgeconv" if dataset in MESH_DATASETS else "none"
         return None if local == "none" else local
@@ -362,7 +372,7 @@ class RunConfig:
                                 f"got {type(getattr(self, name)).__name__}")
         sampled = isinstance(self.data, SegmentationDataConfig) and self.data.dataset in MESH_DATASETS \
             and self.data.num_points
-        if isinstance(self.data, SegmentationDataConfig) and self.data.input_features == "hks" \
+        if isinstance(self.data, SegmentationDataConfig) and self.data.resolved_input_features == "hks" \
                 and self.data.dataset not in MESH_DATASETS:
             raise ValueError(f"'input_features' (--input-features) hks needs meshes "
                              f"({', '.join(MESH_DATASETS)}); {self.data.dataset} has points only")

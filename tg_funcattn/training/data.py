@@ -79,7 +79,7 @@ def segmentation_data(data: SegmentationDataConfig,
     # training (they have no canonical pose); eigenbases are computed on the meshes
     # and interpolated to the sampled points.  Validation is a fixed tenth of the
     # official training list, so that nothing is chosen on the test set.
-    hks = data.input_features == "hks"
+    hks = data.resolved_input_features == "hks"
     pre_transform, augment = _pre_transforms(data, eigenpairs, normalize="sphere", hks=hks)
     points = data.num_points or None
     make = lambda split, transform: RNASurfaceSegmentation(  # noqa: E731
