@@ -24,12 +24,17 @@ class DatasetFormatError(ValueError):
 
 
 # ----------------------------------------------------------------------------- archives
-def _check_member(name: str, archive: Path) -> PurePosixPath:
+def _check_member(name: str, archive: Path, dest: Path) -> None:
+    """The member ``name`` of ``archive`` lands inside ``dest`` (no absolute
+    path, drive or '..', and not through a link already in ``dest``)."""
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or (path.parts and ":" in path.parts[0]) or ".." in path.parts:
         raise DatasetFormatError(f"archive {archive} has an unsafe member '{name}' (absolute path "
                                  "or '..'); refusing to extract it")
-    return path
+    root, target = dest.resolve(), (dest / name).resolve()
+    if root not in target.parents and target != root:
+        raise DatasetFormatError(f"archive member '{name}' of {archive} "
+                                 "would be written outside the dataset folder")
 
 
 def safe_extract(archive, dest) -> List[Path]:
@@ -42,36 +47,26 @@ def safe_extract(archive, dest) -> List[Path]:
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             for info in members:
-                _check_member(info.filename, archive)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
+                _check_member(info.filename, archive, dest)
+                if stat.S_ISLNK(info.external_attr >> 16):
                     raise DatasetFormatError(f"archive {archive} has a symbolic link "
                                              f"'{info.filename}'; refusing to extract it")
             for info in members:
-                target = (dest / info.filename).resolve()
-                if root not in target.parents and target != root:
-                    raise DatasetFormatError(f"archive member '{info.filename}' of {archive} "
-                                             "would be written outside the dataset folder")
                 zf.extract(info, dest)
             names = [m.filename for m in members]
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             members = tf.getmembers()
             for info in members:
-                _check_member(info.name, archive)
+                _check_member(info.name, archive, dest)
                 if not (info.isfile() or info.isdir()):
                     raise DatasetFormatError(f"archive {archive} has a link or special file "
                                              f"'{info.name}'; refusing to extract it")
             for info in members:
-                target = (dest / info.name).resolve()
-                if root not in target.parents and target != root:
-                    raise DatasetFormatError(f"archive member '{info.name}' of {archive} "
-                                             "would be written outside the dataset folder")
                 tf.extract(info, dest, set_attrs=False)
             names = [m.name for m in members]
     else:
