@@ -83,15 +83,13 @@ from tg_funcattn._files import atomic_write  # noqa: E402
 from tg_funcattn.datasets import NUM_RNA_CLASSES, RNASurfaceSegmentation  # noqa: E402
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
 from tg_funcattn.training.config import RECIPES  # noqa: E402
-from tg_funcattn.training.data import rna_validation_split  # noqa: E402
+from tg_funcattn.training.data import HKS_TIMES, rna_validation_split  # noqa: E402
 from tg_funcattn.transforms import (HeatKernelSignature, LaplacianEigenbasis,  # noqa: E402
                                     NormalizeMesh, RandomEigenvectorSignFlip, RandomRotation,
                                     SampleMeshPoints, transfer_to_vertices)
 
 WIDTH, LAYERS, HEADS, BASES = 128, 4, 8, 32
 EIGEN_K = 64
-#: time scales of the heat kernel signature rows (from the EIGEN_K eigenpairs)
-HKS_TIMES = 16
 #: kNN neighbours of the local branches and of DGCNN, half of FuncAttnNet's
 #: (16) and DGCNN's (20) defaults (``--full`` keeps these too)
 LOCAL_K, DGCNN_K = 8, 10

@@ -268,6 +268,9 @@ def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
     assert (plain.model.lift, plain.model.shared_ridge) == ("mlp", False)
     assert plain.model.basis_type == "auto" and plain.optim.optimizer == "adamw"
     assert model.resolved_local("rna") is None  # the authors' model has no local branch
+    on_meshes = run_config(build_parser().parse_args(
+        ["train", "segmentation", "--preset", "paper_rna", "--dataset", "rna"]))
+    assert on_meshes.data.resolved_input_features == "xyz"  # and reads the positions
     # the defaults: on meshes the eigenbasis and an EdgeConv branch, on point clouds neither
     assert (plain.model.resolved_basis_type("rna"), plain.model.resolved_local("rna"),
             plain.model.k) == ("laplacian_init", "edgeconv", 8)

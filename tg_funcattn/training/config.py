@@ -41,6 +41,11 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                       batch_size=1, max_epochs=200, points=4096),
 }
 
+#: What a preset (a published network) has where it names nothing else, instead of the
+#: command line's ``auto`` choices: FuncAttnNet's learned bases, no local branch, the
+#: positions as input
+PRESET_DEFAULTS: Dict[str, Any] = {"basis_type": "learned", "local": "none", "input_features": "xyz"}
+
 #: data sets of meshes, where ``basis_type="auto"`` takes the Laplacian-initialised basis
 #: ``local="auto"`` an EdgeConv branch and ``input_features="auto"`` the heat kernel signature
 MESH_DATASETS = ("rna",)
@@ -401,10 +406,9 @@ class RunConfig:
         if preset is not None:
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
-            # a preset's network has FuncAttnNet's learned bases and no local branch
-            # unless it names them
-            values = {"basis_type": "learned", "local": "none", **PRESETS[preset],
-                      **RECIPES.get(preset, {})}
+            known = {f.name for section in SECTIONS[kind].values() for f in fields(section)}
+            values = {**{k: v for k, v in PRESET_DEFAULTS.items() if k in known},
+                      **PRESETS[preset], **RECIPES.get(preset, {})}
         values.update(options)
         sections = {}
         for name, section in SECTIONS[kind].items():

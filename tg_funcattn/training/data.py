@@ -88,7 +88,7 @@ def segmentation_data(data: SegmentationDataConfig,
     val_ids, train_ids = rna_validation_split(len(train))
     val = make("train", None)[val_ids]
     test = make("test", None)
-    info = {"in_channels": HKS_TIMES if hks else 0, "pos_channels": 0 if hks else 3,
+    info = {"in_channels": HKS_TIMES if hks else 0, **({"pos_channels": 0} if hks else {}),
             "num_classes": train.num_classes, "num_categories": None,
             "part_mask": None, "category_names": None}
     return train[train_ids], val, test, info

@@ -31,7 +31,8 @@ def net_settings(config: RunConfig, info: Dict) -> Dict:
     model = config.model
     return {**dataclasses.asdict(model), "basis_type": model.resolved_basis_type(config.data.dataset),
             "local": model.resolved_local(config.data.dataset),
-            "in_channels": info["in_channels"], "pos_channels": info.get("pos_channels", 3),
+            "in_channels": info["in_channels"],
+            **({"pos_channels": info["pos_channels"]} if "pos_channels" in info else {}),
             "out_channels": info["num_classes"] if config.kind == SEGMENTATION else info["out_channels"],
             "num_categories": info.get("num_categories")}
 
