@@ -91,7 +91,7 @@ def rna_gradients(root, steps, seeds):
     import bench_rna
     from torch_geometric.loader import DataLoader
 
-    args = SimpleNamespace(root=os.path.expanduser(root), val=64, train=256, full=False,
+    args = SimpleNamespace(root=os.path.expanduser(root), val=64, train=256,
                            eigen_cache=None)
     train, _, _ = bench_rna.load_splits(args, with_basis=False)
     _, make, kind = bench_rna.ROWS["funcattn"]

@@ -560,12 +560,17 @@ def render(result):
     if any(ROWS[row["name"]][2] == "diffusionnet" for row in rows):
         budget += (f"; DiffusionNet rows: the full meshes, {a['diffusionnet_epochs']} epochs, its "
                    "RNA recipe (Adam 1e-3 halved every quarter of the epochs, batch 1)")
+    # tables from before the direct evaluation and the validation curves have neither column
+    direct = any("test_vertices_direct" in r for r in result["runs"])
+    curves = any(r.get("val_curve") for r in result["runs"])
+    header = (["model", "parameters", "val acc.", "test acc. (points)",
+               "test acc. (vertices, nearest point)"]
+              + ["test acc. (vertices, direct)"] * direct
+              + ["val change, last 10% of epochs"] * curves
+              + ["escape epoch", "last train loss", "train time"])
     lines = [f"Machine: {result['machine']}; {a['jobs']} runs at a time, {a['threads']} thread(s) each.",
-             f"Budget: {budget}.", "",
-             "| model | parameters | val acc. | test acc. (points) | test acc. (vertices, nearest "
-             "point) | test acc. (vertices, direct) | val change, last 10% of epochs | escape epoch "
-             "| last train loss | train time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"Budget: {budget}.", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
     for row in rows:
         runs = [r for r in result["runs"] if r["row"] == row["name"]]
         if not runs:
@@ -582,10 +587,12 @@ def render(result):
                             for r in sorted(runs, key=lambda r: r["seed"]))
         t = _stats([r["train_s"] for r in runs])[0]
         loss, loss_spread = _stats([r["losses"][-1] for r in runs])
-        lines.append(f"| {row['label']} | {runs[0]['parameters']:,} | {val} | {cell('test_points')} "
-                     f"| {cell('test_vertices')} | {cell('test_vertices_direct')} | "
-                     f"{late_change(runs)} | {escapes} | {loss:.2f} ± {loss_spread:.2f} | "
-                     f"{t / base_time:.2f}x ({t / 60:.1f} min) |")
+        cells = ([row["label"], f"{runs[0]['parameters']:,}", val, cell("test_points"),
+                  cell("test_vertices")] + [cell("test_vertices_direct")] * direct
+                 + [late_change(runs)] * curves
+                 + [escapes, f"{loss:.2f} ± {loss_spread:.2f}",
+                    f"{t / base_time:.2f}x ({t / 60:.1f} min)"])
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Accuracies in %, mean ± half the range over seeds; val acc. on the sampled points "
                  "(on the vertices for DiffusionNet, which runs on the meshes); direct: the model "
