@@ -6,7 +6,8 @@ from helpers import icosphere, requires
 from torch_geometric.data import Data
 
 from tg_funcattn.geometry import clean_mesh, face_areas
-from tg_funcattn.transforms import LaplacianEigenbasis, NormalizeMesh, SampleMeshPoints
+from tg_funcattn.transforms import (LaplacianEigenbasis, NormalizeMesh, SampleMeshPoints,
+                                    transfer_to_vertices)
 
 pytestmark = requires("trimesh", "potpourri3d")
 
@@ -76,3 +77,63 @@ def test_normalize_mesh_with_nan_positions_says_they_are_not_finite(mode, with_f
                                          r"infinite coordinates \(first: vertex 3\); positions "
                                          "must be finite"):
         NormalizeMesh(mode)(data)
+
+
+# ------------------------------------------------------------ transfer_to_vertices
+def _two_spheres():
+    """A batch of two identical spheres (different sizes of samples), labelled
+    0 and 1, with their vertices followed as ``mesh_pos``."""
+    from torch_geometric.data import Batch
+
+    pos, face = (torch.from_numpy(a) for a in icosphere(2))
+    graphs = []
+    for label, points in ((0, 300), (1, 200)):
+        data = SampleMeshPoints(points, keep_mesh=True,
+                                generator=torch.Generator().manual_seed(label))(
+            Data(pos=pos, face=face))
+        data.y = torch.full((points,), label)
+        graphs.append(data)
+    return Batch.from_data_list(graphs, follow_batch=["mesh_pos"])
+
+
+@requires("trimesh")
+def test_transfer_to_vertices_stays_within_each_graph():
+    batch = _two_spheres()
+    on_vertices = transfer_to_vertices(batch.y, batch.pos, batch.mesh_pos, batch.batch,
+                                       batch.mesh_pos_batch)
+    assert torch.equal(on_vertices, batch.mesh_pos_batch)  # every vertex keeps its sphere's label
+    # the same as one call per graph
+    expected = torch.cat([transfer_to_vertices(g.y, g.pos, g.mesh_pos)
+                          for g in batch.to_data_list()])
+    assert torch.equal(on_vertices, expected)
+    # without the batches the spheres' points are mixed: about half the vertices go wrong
+    mixed = transfer_to_vertices(batch.y, batch.pos, batch.mesh_pos)
+    assert 0.2 < float((mixed != batch.mesh_pos_batch).float().mean()) < 0.8
+
+
+def test_transfer_to_vertices_against_brute_force_on_graphs_of_different_sizes():
+    generator = torch.Generator().manual_seed(3)
+    points, vertices = [5, 1, 40], [7, 0, 33]
+    point_pos = torch.randn(sum(points), 3, generator=generator, dtype=torch.float64)
+    vertex_pos = torch.randn(sum(vertices), 3, generator=generator, dtype=torch.float64)
+    point_batch = torch.repeat_interleave(torch.arange(3), torch.tensor(points))
+    vertex_batch = torch.repeat_interleave(torch.arange(3), torch.tensor(vertices))
+    values = torch.randn(sum(points), 2, generator=generator)
+    got = transfer_to_vertices(values, point_pos, vertex_pos, point_batch, vertex_batch, chunk=4)
+    for v in range(vertex_pos.shape[0]):
+        same = (point_batch == vertex_batch[v]).nonzero().view(-1)
+        nearest = same[(point_pos[same] - vertex_pos[v]).norm(dim=1).argmin()]
+        assert torch.equal(got[v], values[nearest])
+
+
+@pytest.mark.parametrize("point_batch, vertex_batch, match", [
+    (torch.tensor([0, 0, 1]), None, "both 'point_batch' and 'vertex_batch'"),
+    (torch.tensor([0, 0, 0]), torch.tensor([0, 1]), "graph 1 has vertices but no points"),
+    (torch.tensor([1, 0, 0]), torch.tensor([0, 1]), "'point_batch' must be sorted"),
+    (torch.tensor([0, 0]), torch.tensor([0, 0]), "'point_batch' has 2 entries but there are 3"),
+    (torch.tensor([0., 0., 0.]), torch.tensor([0, 0]), "'point_batch' must be an integer"),
+])
+def test_transfer_to_vertices_bad_batches_name_the_argument(point_batch, vertex_batch, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        transfer_to_vertices(torch.arange(3), torch.randn(3, 3), torch.randn(2, 3), point_batch,
+                             vertex_batch)

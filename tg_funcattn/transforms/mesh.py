@@ -1,13 +1,16 @@
 """PyG transforms for meshes: normalisation and area-weighted point sampling."""
 from __future__ import annotations
 
+import itertools
 from typing import Optional, Sequence
 
 import torch
+import torch_geometric.typing
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
+from .._validation import check_tensor
 from ..geometry.laplacian import check_finite_positions, clean_mesh, face_areas
 from .eigenbasis import record_eigenbasis
 
@@ -236,13 +239,83 @@ def random_rotation(generator: Optional[torch.Generator] = None) -> Tensor:
 
 
 def transfer_to_vertices(values: Tensor, point_pos: Tensor, vertex_pos: Tensor,
-                         chunk: int = 4096) -> Tensor:
+                         point_batch: Optional[Tensor] = None,
+                         vertex_batch: Optional[Tensor] = None, chunk: int = 4096) -> Tensor:
     """Per-point ``values [P, ...]`` carried to every vertex ``[N, ...]`` by its
     nearest point (the protocol for scoring point-cloud predictions on the
-    original mesh, e.g. RNA surface segmentation)."""
+    original mesh, e.g. RNA surface segmentation).
+
+    In a batch every vertex takes the value of the nearest point of its own
+    graph: pass the graph of every point (``data.batch``) and of every vertex
+    (``data.mesh_pos_batch`` of a
+    :class:`~torch_geometric.loader.DataLoader` with
+    ``follow_batch=["mesh_pos"]``), as for
+    :func:`torch_geometric.nn.pool.nearest` (used when pyg-lib provides it).
+
+    Args:
+        values (torch.Tensor): Per-point values ``[P, ...]``.
+        point_pos (torch.Tensor): Point positions ``[P, D]``.
+        vertex_pos (torch.Tensor): Vertex positions ``[N, D]``.
+        point_batch (torch.Tensor, optional): Sorted graph index of every point
+            ``[P]``. (default: :obj:`None`, one graph)
+        vertex_batch (torch.Tensor, optional): Sorted graph index of every
+            vertex ``[N]``; given together with ``point_batch``.
+            (default: :obj:`None`)
+        chunk (int, optional): Vertices per distance block of the search
+            without pyg-lib. (default: :obj:`4096`)
+
+    Returns:
+        The values at the vertices ``[N, ...]``.
+    """
+    check_tensor(point_pos, "point_pos", ndim=2, floating=True)
+    check_tensor(vertex_pos, "vertex_pos", ndim=2, floating=True)
+    if vertex_pos.shape[1] != point_pos.shape[1]:
+        raise ValueError(f"'vertex_pos' has {vertex_pos.shape[1]} coordinates per row but "
+                         f"'point_pos' has {point_pos.shape[1]}")
     if values.shape[0] != point_pos.shape[0]:
         raise ValueError(f"'values' has {values.shape[0]} rows but there are "
                          f"{point_pos.shape[0]} points")
-    nearest = torch.cat([torch.cdist(vertex_pos[i:i + chunk].float(), point_pos.float()).argmin(1)
-                         for i in range(0, vertex_pos.shape[0], chunk)])
-    return values[nearest]
+    if (point_batch is None) != (vertex_batch is None):
+        raise ValueError("give both 'point_batch' and 'vertex_batch' (the graph of every point "
+                         "and of every vertex) or neither (one graph)")
+    if point_batch is None:
+        point_bounds, vertex_bounds = [0, point_pos.shape[0]], [0, vertex_pos.shape[0]]
+        if vertex_pos.shape[0] and not point_pos.shape[0]:
+            raise ValueError("there are vertices but no points to take values from")
+    else:
+        num_graphs = 1 + max(_last_graph(point_batch, point_pos.shape[0], "point_batch"),
+                             _last_graph(vertex_batch, vertex_pos.shape[0], "vertex_batch"))
+        point_counts = torch.bincount(point_batch, minlength=num_graphs).tolist()
+        vertex_counts = torch.bincount(vertex_batch, minlength=num_graphs).tolist()
+        empty = [g for g in range(num_graphs) if vertex_counts[g] and not point_counts[g]]
+        if empty:
+            raise ValueError(f"graph {empty[0]} has vertices but no points ('point_batch' "
+                             f"never holds {empty[0]})")
+        if torch_geometric.typing.WITH_NEAREST:
+            from torch_geometric.nn.pool import nearest
+
+            return values[nearest(vertex_pos, point_pos, vertex_batch, point_batch)]
+        point_bounds = [0] + list(itertools.accumulate(point_counts))
+        vertex_bounds = [0] + list(itertools.accumulate(vertex_counts))
+    closest = [torch.cdist(vertex_pos[i:min(i + chunk, v1)].float(), point_pos[p0:p1].float()
+                           ).argmin(1) + p0
+               for p0, p1, v0, v1 in zip(point_bounds[:-1], point_bounds[1:], vertex_bounds[:-1],
+                                         vertex_bounds[1:])
+               for i in range(v0, v1, chunk)]
+    if not closest:
+        return values[:0]
+    return values[torch.cat(closest)]
+
+
+def _last_graph(batch: Tensor, num_rows: int, name: str) -> int:
+    """The last graph index of a sorted batch vector ``name`` (-1 if empty)."""
+    check_tensor(batch, name, ndim=1)
+    if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
+        raise TypeError(f"'{name}' must be an integer tensor, got dtype {batch.dtype}")
+    if batch.numel() != num_rows:
+        raise ValueError(f"'{name}' has {batch.numel()} entries but there are {num_rows} rows")
+    if not num_rows:
+        return -1
+    if bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0:
+        raise ValueError(f"'{name}' must be sorted and non-negative (as PyG batches are)")
+    return int(batch[-1])
