@@ -182,7 +182,7 @@ def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
         if num_nodes < min_nodes:
             raise ValueError(_too_small(0, num_nodes, min_nodes))
     elif not tracing():
-        small = counts < min_nodes
+        small = (counts < min_nodes) & (counts > 0)  # an empty graph has no rows: allowed
         first = small.long().argmax().view(1)
         checks.add(torch.cat([small.any().view(1), first, counts.gather(0, first)]),
                    lambda v: _too_small(v[1], v[2], min_nodes) if v[0] else None)

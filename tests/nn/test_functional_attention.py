@@ -401,10 +401,6 @@ def test_bad_batch():
         layer(x, torch.tensor([0, 0, 1, 1, 1]))
     with pytest.raises(TypeError, match="'batch' must be an integer tensor"):
         layer(x, torch.zeros(6))
-    with pytest.raises(ValueError, match="graph 1 is empty"):
-        layer(x, torch.tensor([0, 0, 0, 2, 2, 2]))
-    with pytest.raises(ValueError, match="graph 2 is empty"):
-        layer(x, torch.tensor([0, 0, 0, 1, 1, 1]), batch_size=3)
     with pytest.raises(ValueError, match="graph index 1 but 'batch_size' is 1"):
         layer(x, torch.tensor([0, 0, 0, 1, 1, 1]), batch_size=1)
     with pytest.raises(ValueError, match="negative graph index"):
@@ -415,6 +411,37 @@ def test_bad_batch():
         layer(torch.randn(0, 16))
     with pytest.raises(ValueError, match="'batch_size' must be a positive int"):
         layer(x, torch.zeros(6, dtype=torch.long), batch_size=0)
+
+
+@pytest.mark.parametrize("basis_type", ["learned", "laplacian", "laplacian_init"])
+def test_empty_graphs_have_no_rows_and_zero_maps(basis_type):
+    """A graph index skipped in ``batch`` or a ``batch_size`` beyond the last
+    graph (PyG's pooling convention) leaves the other graphs as computed alone;
+    the empty graphs' functional maps are zero."""
+    torch.manual_seed(0)
+    layer = FunctionalAttention(16, 4, 4, basis_type).double()
+    sizes = [7, 0, 9]
+    x = torch.randn(16, 16, dtype=torch.float64)
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    kw, alone = {}, [{}, {}]
+    if basis_type != "learned":
+        mass = torch.rand(16, dtype=torch.float64) + 0.5
+        # orthonormal in the mass on each graph: M^{-1/2} Q
+        basis = torch.cat([torch.linalg.qr(torch.randn(n, 4, dtype=torch.float64))[0]
+                           / mass[s:s + n, None].sqrt() for s, n in ((0, 7), (7, 9))])
+        kw = dict(mass=mass, basis=basis)
+        alone = [dict(mass=mass[:7], basis=basis[:7]), dict(mass=mass[7:], basis=basis[7:])]
+    out, _, maps = layer(x, batch, batch_size=5, return_maps=True, **kw)
+    first, _, map0 = layer(x[:7], return_maps=True, **alone[0])
+    second, _, map2 = layer(x[7:], return_maps=True, **alone[1])
+    assert torch.allclose(out, torch.cat([first, second]), atol=1e-12)
+    assert maps.shape[0] == 5
+    assert torch.allclose(maps[0], map0[0]) and torch.allclose(maps[2], map2[0])
+    assert not maps[[1, 3, 4]].any()
+    small = torch.tensor([0] * 13 + [2] * 3)  # a graph with fewer nodes than bases is still refused
+    if basis_type != "learned":
+        with pytest.raises(ValueError, match="graph 2 has 3 nodes, fewer than the 4 required"):
+            layer(x, small, batch_size=5, **kw)
 
 
 def test_bad_mass():

@@ -205,6 +205,18 @@ def test_laplacian_basis_and_mass_reach_the_attention():
         layer(x, data.edge_index, data.batch, basis=basis)
 
 
+def test_loader_batch_size_beyond_the_last_batch():
+    """A model that passes its loader's batch size (as GPS models pass
+    ``batch_size`` to pooling) runs the last, smaller batch unchanged."""
+    torch.manual_seed(0)
+    data = Batch.from_data_list(molecules(3))
+    layer = FuncAttnGPSConv(32, GINEConv(Sequential(Linear(32, 32)), edge_dim=8), heads=4,
+                            attn_kwargs=dict(num_bases=4)).eval()
+    x, edge_attr = torch.randn(data.num_nodes, 32), torch.randn(data.num_edges, 8)
+    out = layer(x, data.edge_index, data.batch, batch_size=32, edge_attr=edge_attr)
+    torch.testing.assert_close(out, layer(x, data.edge_index, data.batch, edge_attr=edge_attr))
+
+
 def test_bad_input_names_the_argument():
     conv = GINEConv(Sequential(Linear(32, 32)))
     with pytest.raises(ValueError, match="attn_type"):

@@ -62,6 +62,29 @@ def test_net_batched_equals_alone(task, with_mass):
         s += m
 
 
+@pytest.mark.parametrize("readout", ["node", "graph"])
+@pytest.mark.parametrize("local", [None, "edgeconv", "point_transformer"])
+def test_net_with_empty_graphs_and_a_larger_batch_size(readout, local):
+    """PyG's pooling convention: a ``batch_size`` beyond the last graph (a
+    loader's last, smaller batch) and a graph index with no nodes give the
+    other graphs' outputs as computed alone and, pooled, the head of a zero
+    feature for the empty graphs."""
+    net = FuncAttnNet(3, 16, 5, num_layers=2, heads=2, num_bases=4, readout=readout,
+                      local=local, k=4).double()
+    sizes = [11, 0, 9]
+    n = sum(sizes)
+    x, pos = torch.randn(n, 3, dtype=torch.float64), torch.rand(n, 3, dtype=torch.float64)
+    out = net(x, pos, batch_vector(sizes), batch_size=6)
+    first, second = net(x[:11], pos[:11]), net(x[11:], pos[11:])
+    if readout == "node":
+        torch.testing.assert_close(out, torch.cat([first, second]), atol=1e-10, rtol=0)
+        return
+    assert out.shape == (6, 5)
+    torch.testing.assert_close(out[[0, 2]], torch.cat([first, second]), atol=1e-10, rtol=0)
+    empty = net.head(torch.zeros(1, 16, dtype=torch.float64))
+    torch.testing.assert_close(out[[1, 3, 4, 5]], empty.expand(4, 5), atol=1e-12, rtol=0)
+
+
 def test_category_conditioning_changes_output():
     net = FuncAttnNet(0, 16, 4, num_layers=1, heads=2, num_bases=4, num_categories=2)
     pos = torch.rand(20, 3)

@@ -256,7 +256,10 @@ class FunctionalAttention(torch.nn.Module):
                 mass-orthonormal per graph (checked for ``"laplacian"``, see
                 ``check_basis``); the Laplacian kinds only. (default: ``None``)
             batch_size (int, optional): Number of graphs; saves a host
-                synchronisation, compiles without graph breaks. (default: ``None``)
+                synchronisation, compiles without graph breaks.  It may exceed
+                the last graph of ``batch`` and a graph may have no nodes (as
+                for PyG's pooling): such graphs have no rows and zero maps.
+                (default: ``None``)
             return_maps (bool, optional): Also return the bases
                 ``[N, heads, num_bases]`` and the functional maps
                 ``[B, heads, num_bases, num_bases]``. (default: ``False``)

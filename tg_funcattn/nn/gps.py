@@ -168,7 +168,8 @@ class FuncAttnGPSConv(torch.nn.Module):
                 Laplacian basis kinds, orthonormal in the ``mass`` inner
                 product (checked for ``"laplacian"`` unless
                 ``attn_kwargs`` has ``check_basis=False``). (default: ``None``)
-            batch_size (int, optional): Number of graphs; saves the
+            batch_size (int, optional): Number of graphs (a loader's
+                batch size is fine for its last, smaller batch); saves the
                 attention a host synchronisation. (default: ``None``)
             **kwargs (optional): Further arguments of the local conv, e.g.
                 ``edge_attr``.

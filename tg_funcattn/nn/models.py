@@ -480,16 +480,50 @@ class FuncAttnNet(Module):
                 category: Optional[Tensor] = None, edge_index: Optional[Tensor] = None,
                 batch_size: Optional[int] = None, return_maps: bool = False,
                 chunk_size: Optional[int] = None, **local_kwargs):
-        """Checks the inputs (:func:`~tg_funcattn.nn.inputs.validate_network`;
-        ``x`` and ``pos`` finite and at most the square root of their dtype's
-        largest number, ``category`` indices in ``[0, num_categories)``) and runs
-        the network (shapes in the class docstring).  ``return_maps=True`` also
-        returns, per block, (bases ``[N, heads, k]``, maps ``[B, heads, k, k]``).
-        ``chunk_size`` streams every layer over chunks of nodes: inference in
-        ``O(N hidden_channels)`` memory; under autograd every attention chunk is
-        checkpointed and three ``[N, hidden_channels]`` tensors per block are
-        kept.  With a local branch, ``edge_index`` replaces the kNN graph of
-        ``pos`` and further keyword arguments (e.g. ``edge_attr``) go to its conv."""
+        r"""Checks the inputs (:func:`~tg_funcattn.nn.inputs.validate_network`)
+        and runs the network.
+
+        Args:
+            x (torch.Tensor, optional): Node features ``[N, in_channels]``;
+                ``None`` when ``in_channels`` is 0.  Finite, at most the
+                square root of its dtype's largest number.
+            pos (torch.Tensor, optional): Positions ``[N, pos_channels]``
+                (concatenated to ``x`` at the input, and the kNN graph of a
+                local branch); ``None`` when neither needs them.
+            batch (torch.Tensor, optional): Sorted graph index of each node
+                ``[N]``; ``None`` for one graph. (default: :obj:`None`)
+            mass (torch.Tensor, optional): Positive node masses ``[N]`` (the
+                quadrature weights; required by the Laplacian kinds, the
+                masses ``basis`` is orthonormal in). (default: :obj:`None`,
+                uniform per graph)
+            basis (torch.Tensor, optional): Eigenbasis ``[N, k' >= num_bases]``
+                of the Laplacian kinds. (default: :obj:`None`)
+            category (torch.Tensor, optional): Category of each graph ``[B]``,
+                in ``[0, num_categories)``, with ``num_categories``.
+                (default: :obj:`None`)
+            edge_index (torch.Tensor, optional): Replaces the kNN graph of
+                ``pos`` for the local branch. (default: :obj:`None`)
+            batch_size (int, optional): Number of graphs ``B``; saves a host
+                synchronisation.  It may exceed the last graph of ``batch``
+                and a graph may have no nodes (as for PyG's pooling): such a
+                graph has no rows, or, with ``readout="graph"``, the head of a
+                zero feature. (default: :obj:`None`)
+            return_maps (bool, optional): Also return, per block, (bases
+                ``[N, heads, num_bases]``, maps ``[B, heads, num_bases,
+                num_bases]``). (default: :obj:`False`)
+            chunk_size (int, optional): Stream every layer over chunks of this
+                many nodes: inference in ``O(N hidden_channels)`` memory; under
+                autograd every attention chunk is checkpointed and three
+                ``[N, hidden_channels]`` tensors per block are kept.
+                (default: :obj:`None`, one pass)
+            **local_kwargs (optional): Further arguments of the local conv,
+                e.g. ``edge_attr``.
+
+        Returns:
+            ``[N, out_channels]`` (``readout="node"``) or ``[B, out_channels]``
+            (``readout="graph"``); with ``return_maps=True`` the pair
+            ``(out, [(bases, maps) per block])``.
+        """
         h, layout = validate_network(self.needs, next(self.lift.parameters()), x, pos, batch, mass,
                                      basis, category, edge_index, batch_size, local_kwargs)
         stream = streaming(chunk_size, h.shape[0])  # every block and per-node map follows it
@@ -549,7 +583,7 @@ def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tuple[Tensor, Optiona
                                      backend=backend)
     bounds = layout.bounds
     regular = backend != "torch_cluster" and bounds is not None and \
-        min(e - s for s, e in zip(bounds[:-1], bounds[1:])) > k
+        min((e - s for s, e in zip(bounds[:-1], bounds[1:]) if e > s), default=0) > k  # empty: none
     return edge_index, k if regular else None
 
 

@@ -79,6 +79,8 @@ def _knn_scipy(pos: Tensor, k: int, bounds: list, loop: bool) -> Tensor:
     src, dst = [], []
     for s, e in zip(bounds[:-1], bounds[1:]):
         n = e - s
+        if n == 0:  # an empty graph of the batch
+            continue
         kk = min(k + (0 if loop else 1), n)
         _, idx = cKDTree(points[s:e]).query(points[s:e], k=kk, workers=-1)
         idx = idx.reshape(n, kk)
@@ -90,6 +92,8 @@ def _knn_scipy(pos: Tensor, k: int, bounds: list, loop: bool) -> Tensor:
             idx, centre = idx[keep].reshape(n, -1), centre[keep].reshape(n, -1)
         src.append(idx.reshape(-1) + s)
         dst.append(centre.reshape(-1) + s)
+    if not src:
+        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     edge_index = np.stack([np.concatenate(src), np.concatenate(dst)])
     return torch.from_numpy(edge_index).long().to(pos.device)
 
