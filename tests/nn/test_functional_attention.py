@@ -251,13 +251,26 @@ def test_autocast_solve_stays_wide(dtype):
     assert err < 0.1
 
 
-def test_dropout_only_in_training():
-    layer = make_layer("learned", dropout=0.5, dtype=torch.float32)
-    x = torch.randn(20, 16)
+@pytest.mark.parametrize("solve", ["primal", "dual"])
+def test_dropout_drops_map_entries_only_in_training(solve):
+    """``dropout`` acts on the functional map, as attention-weight dropout
+    does: the output is not zeroed (an output dropout of 0.5 would zero half
+    of it), it varies in training and, since the output is linear in the
+    map, its mean over draws is the output of evaluation mode."""
+    torch.manual_seed(0)
+    layer = make_layer("learned", num_bases=4, dropout=0.5, solve=solve)
+    x = torch.randn(20, 16, dtype=torch.float64)
     layer.eval()
-    torch.testing.assert_close(layer(x), layer(x))
+    expected = layer(x)
+    torch.testing.assert_close(layer(x), expected)
     layer.train()
-    assert not torch.allclose(layer(x), layer(x))
+    with torch.no_grad():
+        draws = torch.stack([layer(x) for _ in range(400)])
+    assert (draws[0] == 0).float().mean() < 0.01
+    assert not torch.allclose(draws[0], draws[1])
+    error = (draws.mean(0) - expected).abs().max() / expected.abs().max()
+    spread = (draws - expected).abs().max() / expected.abs().max()
+    assert error < 0.05 < spread
 
 
 def test_reset_parameters_restores_initial_state():

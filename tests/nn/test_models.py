@@ -85,6 +85,24 @@ def test_net_with_empty_graphs_and_a_larger_batch_size(readout, local):
     torch.testing.assert_close(out[[1, 3, 4, 5]], empty.expand(4, 5), atol=1e-12, rtol=0)
 
 
+def test_dropouts_reach_their_places():
+    """A block's ``dropout`` drops the attention's output and inside the MLP;
+    ``attn_dropout`` is the layer's dropout of the functional maps."""
+    net = FuncAttnNet(3, 16, 5, num_layers=2, heads=2, num_bases=4, dropout=0.3, attn_dropout=0.2)
+    assert all(b.dropout == 0.3 and b.attn.dropout == 0.2 for b in net.blocks)
+    block = FuncAttnBlock(16, heads=2, num_bases=4, dropout=0.5).train()
+    x = torch.randn(30, 16)
+    with torch.no_grad():  # with the MLP's output zeroed only the attention's dropout remains
+        block.mlp[-1].weight.zero_(), block.mlp[-1].bias.zero_()
+        attn = block.attn(block.norm1(x))
+        dropped = block(x) - x
+    kept = dropped != 0
+    assert 0.3 < float(kept.float().mean()) < 0.7
+    torch.testing.assert_close(dropped[kept], 2 * attn[kept])
+    with pytest.raises(ValueError, match="'dropout' must be in"):
+        FuncAttnBlock(16, heads=2, dropout=1.0)
+
+
 def test_category_conditioning_changes_output():
     net = FuncAttnNet(0, 16, 4, num_layers=1, heads=2, num_bases=4, num_categories=2)
     pos = torch.rand(20, 3)

@@ -55,7 +55,10 @@ class DenseFunctionalAttention(torch.nn.Module):
             head. (default: :obj:`32`)
         basis_type (str, optional): ``"learned"``, ``"laplacian"`` or
             ``"laplacian_init"``. (default: :obj:`"learned"`)
-        dropout (float, optional): Dropout on the output. (default: :obj:`0.0`)
+        dropout (float, optional): Dropout on the entries of the functional
+            maps (see :class:`~tg_funcattn.nn.FunctionalAttention`), the
+            analogue of the attention-weight dropout of the attention it
+            replaces. (default: :obj:`0.0`)
         **kwargs (optional): Further arguments of
             :class:`~tg_funcattn.nn.FunctionalAttention` (``solve``,
             ``ridge``, ``temperature``, ...).

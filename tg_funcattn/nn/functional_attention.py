@@ -131,7 +131,15 @@ class FunctionalAttention(torch.nn.Module):
         basis_type (str, optional): The basis kind, ``"learned"``,
             ``"laplacian"`` or ``"laplacian_init"`` (the modules of
             :mod:`tg_funcattn.nn.bases`). (default: :obj:`"learned"`)
-        dropout (float, optional): Dropout on the output. (default: :obj:`0.0`)
+        dropout (float, optional): Dropout on the entries of the functional
+            map :math:`\mathbf{C}` in training, the analogue of dropout on
+            the attention weights of :class:`torch.nn.MultiheadAttention` (and
+            so of ``attn_kwargs["dropout"]`` in PyG's
+            :class:`~torch_geometric.nn.conv.GPSConv`): each basis-to-basis
+            transfer is dropped with probability ``dropout``.  The output
+            itself is not dropped; models drop it where they add it (as
+            :class:`FuncAttnBlock` and :class:`FuncAttnGPSConv` do).
+            (default: :obj:`0.0`)
         solve (str, optional): ``"auto"`` (the smaller of :math:`k` and
             :math:`d`), ``"primal"`` (:math:`k \times k` system) or ``"dual"``
             (:math:`d \times d` system). (default: :obj:`"auto"`)
@@ -341,7 +349,8 @@ class FunctionalAttention(torch.nn.Module):
         if status is not None:
             layout.deferred.add(status, basis_module.status_error)
         out_coef, fmap = _functional_map(self.lin_q(coef), self.lin_k(coef), self.lin_v(coef),
-                                         self.ridge, self._resolve_solve(), return_maps)
+                                         self.ridge, self._resolve_solve(), return_maps,
+                                         self.dropout if self.training else 0.0)
         mat = basis_module.synthesis_matrix(out_coef, state, dtype)
         outs, bases = [], []
         for chunk in chunks:
@@ -350,8 +359,7 @@ class FunctionalAttention(torch.nn.Module):
             if return_maps:
                 bases.append(basis_module.final(values(*args), None if state is None else
                                                 state[g0:g1], nodes))
-        out = F.dropout(outs[0] if one_pass else torch.cat(outs), p=self.dropout,
-                        training=self.training)
+        out = outs[0] if one_pass else torch.cat(outs)
         if not return_maps:
             return out
         bases = bases[0] if one_pass else torch.cat(bases, dim=1)
@@ -379,12 +387,14 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _functional_map(q: Tensor, k: Tensor, v: Tensor, ridge: Tensor, solve: str,
-                    return_map: bool) -> Tuple[Tensor, Optional[Tensor]]:
+                    return_map: bool, dropout: float = 0.0) -> Tuple[Tensor, Optional[Tensor]]:
     r"""``B = C V`` with ``C = Q K^T (K K^T + lambda I)^{-1}`` per graph and head.
 
     ``q, k, v`` are ``[B, H, m, d]``; ``ridge`` is the relative ridge ``[H]``
-    (``lambda = ridge ||K||_F^2 / min(m, d)`` per graph and head).  Returns ``B`` and,
-    if asked, ``C`` (``[B, H, m, m]``), both in the wide dtype.
+    (``lambda = ridge ||K||_F^2 / min(m, d)`` per graph and head).  With
+    ``dropout`` the entries of ``C`` are dropped (and the others scaled by
+    ``1 / (1 - dropout)``) before ``C V``.  Returns ``B`` and, if asked, ``C``
+    (``[B, H, m, m]``, before the dropout), both in the wide dtype.
     """
     wide = wide_dtype(q.device)
     with torch.autocast(q.device.type, enabled=False):
@@ -397,12 +407,16 @@ def _functional_map(q: Tensor, k: Tensor, v: Tensor, ridge: Tensor, solve: str,
         if solve == "dual":  # (K^T K + lam I_d)^{-1} K^T V, d x d
             gram = kt @ k
             chol, _ = torch.linalg.cholesky_ex(gram + lam * torch.eye(gram.shape[-1], dtype=wide, device=q.device))
-            out = q @ torch.cholesky_solve(kt @ v, chol)
-            fmap = q @ torch.cholesky_solve(kt, chol) if return_map else None
+            if dropout or return_map:
+                fmap = q @ torch.cholesky_solve(kt, chol)
+            out = q @ torch.cholesky_solve(kt @ v, chol) if not dropout else None
         else:  # Q K^T (K K^T + lam I_k)^{-1} V, k x k
             gram = k @ kt
             chol, _ = torch.linalg.cholesky_ex(gram + lam * torch.eye(gram.shape[-1], dtype=wide, device=q.device))
             qk = q @ kt
-            out = qk @ torch.cholesky_solve(v, chol)
-            fmap = torch.cholesky_solve(qk.transpose(-1, -2), chol).transpose(-1, -2) if return_map else None
-    return out, fmap
+            if dropout or return_map:
+                fmap = torch.cholesky_solve(qk.transpose(-1, -2), chol).transpose(-1, -2)
+            out = qk @ torch.cholesky_solve(v, chol) if not dropout else None
+        if dropout:  # the map is formed: drop its entries, then apply it
+            out = F.dropout(fmap, p=dropout) @ v
+    return out, fmap if return_map else None

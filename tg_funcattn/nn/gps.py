@@ -77,7 +77,10 @@ class FuncAttnGPSConv(torch.nn.Module):
         attn_kwargs (Dict[str, Any], optional): Arguments passed to
             :class:`~tg_funcattn.nn.FunctionalAttention`, e.g.
             :obj:`num_bases`, :obj:`basis_type`, :obj:`solve`, :obj:`ridge`,
-            :obj:`dropout`. (default: :obj:`None`)
+            :obj:`dropout`; as in :class:`GPSConv`, :obj:`dropout` drops
+            attention weights: here the entries of the functional maps, not
+            the branch's output (which :obj:`dropout` above drops).
+            (default: :obj:`None`)
 
     Shapes:
         - **input:**

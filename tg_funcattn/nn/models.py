@@ -218,7 +218,11 @@ class FuncAttnBlock(Module):
             ``"laplacian_init"``. (default: :obj:`"learned"`)
         mlp_ratio (float, optional): Hidden size of the MLP relative to
             ``channels``. (default: :obj:`2.0`)
-        dropout (float, optional): Dropout in attention and MLP. (default: :obj:`0.0`)
+        dropout (float, optional): Dropout on the attention's output and in
+            the MLP. (default: :obj:`0.0`)
+        attn_dropout (float, optional): Dropout on the entries of the
+            functional maps (``dropout`` of :class:`FunctionalAttention`, the
+            analogue of attention-weight dropout). (default: :obj:`0.0`)
         local (str or torch.nn.Module or callable, optional): The local branch:
             ``"point_transformer"`` (:class:`PointTransformerConv`: PyG's
             layer, computed per node on the kNN graph),
@@ -243,14 +247,18 @@ class FuncAttnBlock(Module):
     def __init__(self, channels: int, heads: int = 8, num_bases: int = 32,
                  basis_type: str = "learned", mlp_ratio: float = 2.0, dropout: float = 0.0,
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
-                 k: int = 16, **kwargs):
+                 k: int = 16, attn_dropout: float = 0.0, **kwargs):
         super().__init__()
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"'k' must be a positive int, got {k!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"'dropout' must be in [0, 1), got {dropout}")
         self.channels = channels
         self.k = k
+        self.dropout = dropout
         self.norm1 = LayerNorm(channels)
-        self.attn = FunctionalAttention(channels, heads, num_bases, basis_type, dropout, **kwargs)
+        self.attn = FunctionalAttention(channels, heads, num_bases, basis_type, attn_dropout,
+                                        **kwargs)
         self.local = None if local is None else _make_local(local, channels)
         #: the local conv takes ``pos`` besides ``x`` and the edges
         self.local_takes_pos = self.local is not None and \
@@ -309,7 +317,7 @@ class FuncAttnBlock(Module):
         h = stream.rowwise(self.norm1, x)
         attn = self.attn.forward_validated(h, layout, return_maps=return_maps, stream=stream)
         attn, maps = (attn[0], attn[1:]) if return_maps else (attn, None)
-        out = x + attn
+        out = x + F.dropout(attn, p=self.dropout, training=self.training)
         if self.local is not None:
             if isinstance(self.local, PointTransformerConv):
                 out = out + self.local(h, pos, edge_index, regular)
@@ -370,7 +378,8 @@ class FuncAttnNet(Module):
             (default: :obj:`16`)
         mlp_ratio (float, optional): MLP width relative to ``hidden_channels``.
             (default: :obj:`2.0`)
-        dropout (float, optional): Dropout. (default: :obj:`0.0`)
+        dropout (float, optional): Dropout on every attention output, in the
+            MLPs and in an MLP head. (default: :obj:`0.0`)
         lift (str, optional): ``"mlp"`` (``Linear -> GELU -> Linear`` through
             ``2 * hidden_channels``) or ``"residual"`` (:class:`ResidualLift`,
             the authors'). (default: :obj:`"mlp"`)
@@ -381,7 +390,8 @@ class FuncAttnNet(Module):
             initialisation) or ``"trunc_normal"`` (every ``Linear`` of the
             lift and blocks from a normal of standard deviation 0.02, biases
             zero, as the authors). (default: :obj:`"default"`)
-        **kwargs (optional): Further arguments of :class:`FunctionalAttention`.
+        **kwargs (optional): Further arguments of :class:`FuncAttnBlock`
+            (``attn_dropout``) and :class:`FunctionalAttention`.
 
     Shapes:
         - **input:** node features :math:`(N, F_{in})` or ``None``, positions

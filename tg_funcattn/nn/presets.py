@@ -23,8 +23,10 @@ the training recipe a configuration was published with is
     with 260 classes against the reference's 542,888).  Both keep the
     layer from being a near-constant map at initialisation, on which the
     reference's parametrisation stalls (``benchmarks/bench_init_signal.py``).
-    The blocks here also apply dropout inside the MLP (the reference only
-    after the attention).
+    The blocks apply the dropout to the attention's output, as the
+    reference's ``to_out`` does, and also inside the MLP (the reference only
+    after the attention); the reference defines a dropout for the functional
+    map but never applies it, so ``attn_dropout`` stays 0.
 
 As released, the authors' script does not run: it passes ``num_freqs=10`` to
 a model class that no longer accepts it (``TypeError``).  The preset is the
