@@ -205,6 +205,30 @@ def test_laplacian_basis_and_mass_reach_the_attention():
         layer(x, data.edge_index, data.batch, basis=basis)
 
 
+@pytest.mark.parametrize("basis_type", ["laplacian", "laplacian_init"])
+def test_graph_laplacian_basis_of_molecules(basis_type):
+    """Graphs without positions get a Laplacian basis of their own edges
+    (LaplacianEigenbasis(method="graph"): orthonormal in the degrees), which
+    the Laplacian kinds take as they are, batched as alone."""
+    from tg_funcattn.transforms import LaplacianEigenbasis
+
+    torch.manual_seed(0)
+    graphs = [LaplacianEigenbasis(6, method="graph")(m) for m in molecules(3)]
+    data = Batch.from_data_list(graphs)
+    layer = FuncAttnGPSConv(32, GINEConv(Sequential(Linear(32, 32)), edge_dim=8), heads=4,
+                            attn_kwargs=dict(num_bases=6, basis_type=basis_type)).eval()
+    x, edge_attr = torch.randn(data.num_nodes, 32), torch.randn(data.num_edges, 8)
+    out = layer.attn(x, data.batch, mass=data.mass, basis=data.evecs)  # checked orthonormal
+    start = 0
+    for g in graphs:
+        alone = layer.attn(x[start:start + g.num_nodes], mass=g.mass, basis=g.evecs)
+        torch.testing.assert_close(out[start:start + g.num_nodes], alone, atol=1e-5, rtol=1e-5)
+        start += g.num_nodes
+    full = layer(x, data.edge_index, data.batch, mass=data.mass, basis=data.evecs,
+                 edge_attr=edge_attr)
+    assert torch.isfinite(full).all()
+
+
 def test_loader_batch_size_beyond_the_last_batch():
     """A model that passes its loader's batch size (as GPS models pass
     ``batch_size`` to pooling) runs the last, smaller batch unchanged."""

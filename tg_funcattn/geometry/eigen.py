@@ -195,3 +195,43 @@ def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "
     mass = np.where(unused, UNREFERENCED_MASS * mass_c.mean(),
                     mass_c[index] / np.maximum(multiplicity[index], 1.0))
     return Eigenbasis(evals, evecs_c[index], mass)
+
+
+def graph_eigenbasis(edge_index, num_nodes: int, num_eigenpairs: int) -> Eigenbasis:
+    r"""Eigenpairs of the normalised Laplacian of a graph without positions
+    (molecules, citation graphs), in the same form as :func:`mesh_eigenbasis`.
+
+    The edges (both directions or one, unweighted) give the adjacency
+    :math:`\mathbf{A}` and degrees :math:`\mathbf{D}`; the eigenpairs are
+    those of :math:`(\mathbf{D} - \mathbf{A})\psi = \lambda\mathbf{D}\psi`,
+    the random-walk normalised Laplacian: eigenvalues in :math:`[0, 2]`, the
+    first eigenvector constant on a connected graph, orthonormal in the
+    degree inner product (the mass is the degree, the volume of a node in
+    spectral graph theory; an isolated node has mass 1 and its own zero
+    eigenvalue).  These are :math:`\mathbf{D}^{-1/2}` times the eigenvectors of
+    the symmetric normalised Laplacian that PyG's
+    :class:`~torch_geometric.transforms.AddLaplacianEigenvectorPE` computes,
+    with deterministic signs instead of random ones.
+
+    Args:
+        edge_index: ``[2, E]`` node indices.
+        num_nodes: Number of nodes ``N``.
+        num_eigenpairs: Number of eigenpairs (at most ``N``).
+    """
+    edges = np.asarray(edge_index.detach().cpu() if hasattr(edge_index, "detach") else edge_index)
+    if edges.ndim != 2 or edges.shape[0] != 2:
+        raise ValueError(f"'edge_index' must have shape [2, E], got {tuple(edges.shape)}")
+    if not np.issubdtype(edges.dtype, np.integer):
+        raise TypeError(f"'edge_index' must hold integers, got dtype {edges.dtype}")
+    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
+        raise ValueError(f"'edge_index' holds node {int(edges.max() if edges.max() >= num_nodes else edges.min())} "
+                         f"but the graph has {num_nodes} nodes")
+    src, dst = edges[0], edges[1]
+    keep = src != dst  # self-loops do not change the Laplacian
+    adjacency = sp.csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])),
+                              shape=(num_nodes, num_nodes))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64)  # symmetric, unweighted
+    degree = np.asarray(adjacency.sum(1)).reshape(-1)
+    mass = np.where(degree > 0, degree, 1.0)
+    evals, evecs = eigenbasis(sp.diags(degree) - adjacency, mass, num_eigenpairs)
+    return Eigenbasis(evals, evecs, mass)

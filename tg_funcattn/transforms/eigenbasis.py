@@ -14,16 +14,23 @@ from ..geometry.cache import EigenbasisCache
 from ..geometry.laplacian import METHODS
 
 
+#: the transform's Laplacians: the geometry's, and the graph's own
+TRANSFORM_METHODS = METHODS + ("graph",)
+
+
 class LaplacianEigenbasis(BaseTransform):
     r"""Computes the first ``num_eigenpairs`` (``K``) Laplace-Beltrami eigenpairs of a mesh
-    (``data.pos``, ``data.face``) or point cloud (``data.pos`` only) and
+    (``data.pos``, ``data.face``) or point cloud (``data.pos`` only), or with
+    ``method="graph"`` the eigenpairs of the normalised Laplacian of a graph
+    without positions (``data.edge_index``: molecules, citation graphs), and
     stores
 
     * ``data.evecs`` ``[N, K]``: eigenfunctions, orthonormal in the mass
       inner product (``evecs^T diag(mass) evecs = I``);
     * ``data.evals`` ``[1, K]``: eigenvalues, ascending (``[B, K]`` once
       batched);
-    * ``data.mass`` ``[N]``: lumped vertex areas,
+    * ``data.mass`` ``[N]``: lumped vertex areas (node degrees for
+      ``method="graph"``, see :func:`~tg_funcattn.geometry.graph_eigenbasis`),
 
     all float32, ready for ``FunctionalAttention(basis_type="laplacian")`` as
     ``layer(x, batch, mass=data.mass, basis=data.evecs)``, and a record of the
@@ -60,7 +67,11 @@ class LaplacianEigenbasis(BaseTransform):
         cache_dir (str or Path, optional): Folder of the on-disk cache.
             (default: :obj:`None`, no cache)
         method (str, optional): ``"cotan"`` or ``"robust"`` for meshes (see
-            :func:`~tg_funcattn.geometry.laplacian`). (default: :obj:`"cotan"`)
+            :func:`~tg_funcattn.geometry.laplacian`), or ``"graph"``: the
+            random-walk normalised Laplacian of ``data.edge_index``
+            (:func:`~tg_funcattn.geometry.graph_eigenbasis`; ``pos`` is not
+            needed nor recorded, and no cache is used: graphs of a few dozen
+            nodes are solved densely in microseconds). (default: :obj:`"cotan"`)
         mollify_factor (float, optional): Intrinsic mollification of the
             robust Laplacians. (default: :obj:`1e-5`)
         ignore_edges (bool, optional): Data with ``edge_index`` but no
@@ -74,8 +85,11 @@ class LaplacianEigenbasis(BaseTransform):
                  mollify_factor: float = 1e-5, ignore_edges: bool = False):
         if not isinstance(num_eigenpairs, int) or num_eigenpairs < 1:
             raise ValueError(f"'num_eigenpairs' must be a positive int, got {num_eigenpairs!r}")
-        if method not in METHODS:
-            raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
+        if method not in TRANSFORM_METHODS:
+            raise ValueError(f"'method' must be one of {TRANSFORM_METHODS}, got {method!r}")
+        if method == "graph" and cache_dir is not None:
+            raise ValueError("'cache_dir' caches mesh and point-cloud eigenbases; method='graph' "
+                             "solves each graph directly, pass cache_dir=None")
         self.num_eigenpairs = num_eigenpairs
         self.method = method
         self.mollify_factor = mollify_factor
@@ -87,8 +101,15 @@ class LaplacianEigenbasis(BaseTransform):
         return f"method={self.method};mollify={self.mollify_factor!r}"
 
     def forward(self, data: Data) -> Data:
+        if self.method == "graph":
+            if data.get("edge_index") is None:
+                raise ValueError("LaplacianEigenbasis(method='graph') needs 'data.edge_index'")
+            result = _eigen.graph_eigenbasis(data.edge_index, data.num_nodes, self.num_eigenpairs)
+            self._store(data, result)
+            return data
         if getattr(data, "pos", None) is None:
-            raise ValueError("LaplacianEigenbasis needs 'data.pos' (vertex positions [N, 3])")
+            raise ValueError("LaplacianEigenbasis needs 'data.pos' (vertex positions [N, 3]); "
+                             "for a graph without positions use method='graph'")
         pos = data.pos.detach().cpu().numpy()
         face = data.face if "face" in data and data.face is not None else None
         if face is None and data.get("edge_index") is not None and not self.ignore_edges:
@@ -109,12 +130,15 @@ class LaplacianEigenbasis(BaseTransform):
                                             mollify_factor=self.mollify_factor)
             if self.cache is not None:
                 self.cache.store(key, pos, face, result)
+        self._store(data, result)
+        record_eigenbasis(data)
+        return data
+
+    def _store(self, data: Data, result: _eigen.Eigenbasis) -> None:
         K = self.num_eigenpairs
         data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :K], dtype=np.float32))
         data.evals = torch.from_numpy(np.asarray(result.evals[:K], dtype=np.float32)).unsqueeze(0)
         data.mass = torch.from_numpy(np.asarray(result.mass, dtype=np.float32))
-        record_eigenbasis(data)
-        return data
 
     def __repr__(self) -> str:
         cache = None if self.cache is None else str(self.cache.root)
