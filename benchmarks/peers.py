@@ -26,7 +26,10 @@ number of points in the segmentation benchmarks).
 """
 import math
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import shortest_path
 from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import (MLP, EdgeConv, GINEConv, PointNetConv, PointTransformerConv,
@@ -278,18 +281,22 @@ class GPSExample(nn.Module):
                                  nn.Linear(channels // 2, channels // 4), nn.ReLU(),
                                  nn.Linear(channels // 4, 1))
 
-    def forward(self, x, pe, edge_index, edge_attr, batch):
+    def forward(self, x, pe, edge_index, edge_attr, batch, **basis):
+        """``basis``: ``mass=`` and ``basis=`` for functional attention with a
+        Laplacian basis."""
         x = torch.cat((self.node_emb(x.squeeze(-1)), self.pe_lin(self.pe_norm(pe))), 1)
         edge_attr = self.edge_emb(edge_attr)
         for conv in self.convs:
-            x = conv(x, edge_index, batch, edge_attr=edge_attr)
+            x = conv(x, edge_index, batch, edge_attr=edge_attr, **basis)
         return self.mlp(global_add_pool(x, batch))
 
 
 def molecule(gen, num_nodes, walk_length=20):
     """A molecule-like graph: a random tree with two ring closures, integer atom
     and bond types, both edge directions, a random target ``y`` and the
-    random-walk positional encoding ``pe`` of ``walk_length`` steps."""
+    random-walk positional encoding ``pe`` of ``walk_length`` steps; its
+    ``diameter`` (the longest shortest path, in bonds) is a target that needs
+    the whole graph."""
     parents = [int(torch.randint(0, i, (1,), generator=gen)) for i in range(1, num_nodes)]
     pairs = [(p, i) for i, p in enumerate(parents, start=1)]
     pairs += [(0, num_nodes - 1), (1, num_nodes // 2)]
@@ -299,4 +306,8 @@ def molecule(gen, num_nodes, walk_length=20):
                 edge_index=torch.stack([torch.cat([src, dst]), torch.cat([dst, src])]),
                 edge_attr=torch.cat([bond, bond]), y=torch.randn(1, generator=gen),
                 num_nodes=num_nodes)
+    hops = shortest_path(sp.coo_matrix((np.ones(len(pairs)), (src.numpy(), dst.numpy())),
+                                       shape=(num_nodes, num_nodes)), unweighted=True,
+                         directed=False)
+    data.diameter = torch.tensor([float(hops.max())])
     return AddRandomWalkPE(walk_length=walk_length, attr_name="pe")(data)
