@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from dataclasses import fields
 from typing import List, Optional
@@ -152,6 +153,10 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace):
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    root = getattr(args, "root", None)
+    if root is not None and not os.path.isdir(root):  # never download or generate data elsewhere
+        parser.error(f"--root {root}: no such folder (create it first to generate data there, or "
+                     "point --root to the folder that holds the dataset)")
     from .training import run
 
     if args.command == "visualize":

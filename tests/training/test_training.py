@@ -38,6 +38,12 @@ def epoch_end_steps(out: Path):
         return [int(r["step"]) for r in csv.DictReader(f) if r.get("train_loss")]
 
 
+def folder(path: Path) -> str:
+    """``path``, created: a ``--root`` must exist, also for generated data."""
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
 def run_example(script, args, cwd):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args],
                             capture_output=True, text=True, timeout=900, cwd=cwd)
@@ -50,7 +56,7 @@ def segmentation_run(tmp_path_factory):
     """One short training run of examples/segmentation.py, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("segmentation")
     out = tmp / "run"
-    summary = run_example("segmentation.py", TINY_SEG + ["--root", str(tmp / "data"), "--out", str(out)],
+    summary = run_example("segmentation.py", TINY_SEG + ["--root", folder(tmp / "data"), "--out", str(out)],
                           cwd=tmp)
     return tmp, out, summary
 
@@ -155,7 +161,7 @@ def test_evaluate_reproduces_the_test_metrics(segmentation_run, tmp_path, chunk)
 def test_resume_from_a_checkpoint(segmentation_run, tmp_path):
     tmp, out, _ = segmentation_run
     resumed = tmp_path / "resumed"
-    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "5", "--root", str(tmp / "data"),
+    main(["train", "segmentation", *TINY_SEG, "--max-epochs", "5", "--root", folder(tmp / "data"),
           "--ckpt", str(out / "checkpoints" / "last.ckpt"), "--out", str(resumed), "--no-viz"])
     with open(resumed / "logs" / "metrics.csv") as f:
         epochs = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("train_loss")})
@@ -175,7 +181,7 @@ def test_visualize_command(segmentation_run, tmp_path):
 @requires("matplotlib")
 def test_regression_example_reports_every_resolution(tmp_path):
     summary = run_example("mesh_regression.py",
-                          TINY_REG + ["--root", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
+                          TINY_REG + ["--root", folder(tmp_path / "data"), "--out", str(tmp_path / "run")],
                           cwd=tmp_path)
     assert set(summary["rel_l2"]) == {"level_1", "level_2"}
     assert all(0 < v < 2 for v in summary["rel_l2"].values())
@@ -211,7 +217,7 @@ def test_regression_on_user_mesh_data(tmp_path):
 @pytest.mark.parametrize("basis", ["laplacian", "laplacian_init"])
 def test_laplacian_bases_train(tmp_path, basis):
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--basis-type", basis, "--num-bases", "8",
-          "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
+          "--root", folder(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
     assert list((tmp_path / "data" / "eigen_cache").rglob("*.npz"))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["net"]["basis_type"] == basis
 
@@ -280,7 +286,7 @@ def test_preset_sets_network_and_recipe_and_explicit_options_win(tmp_path):
     # a short run with the preset trains the preset's network under the authors' schedule
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "2", "--preset", "paper_rna",
           "--batch-size", "4", "--points", "96", "--num-bases", "8",
-          "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
+          "--root", folder(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"])
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["net"]["lift"] == "residual" and saved["net"]["init"] == "trunc_normal"
     task, _ = load_task(tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -301,7 +307,7 @@ def test_distributed_data_parallel_on_two_cpu_processes(segmentation_run, tmp_pa
     _, single, _ = segmentation_run
     summary = run_example("segmentation.py", TINY_SEG + [
         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max-epochs", "2",
-        "--root", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"], cwd=tmp_path)
+        "--root", folder(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-viz"], cwd=tmp_path)
     steps, single_steps = epoch_end_steps(tmp_path / "run"), epoch_end_steps(single)[:2]
     assert len(steps) == 2 and [s + 1 for s in steps] == [(s + 1) // 2 for s in single_steps], \
         (steps, single_steps)
@@ -342,7 +348,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_keeps_its_logs(tmp_path):
     out, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
     # a learning rate too small to change the validation score: the best checkpoint stays
     # at epoch 0, and Lightning 2.6's save_last=True would too
-    args = ["train", "segmentation", *TINY_SEG, "--lr", "1e-12", "--root", str(tmp_path / "data"),
+    args = ["train", "segmentation", *TINY_SEG, "--lr", "1e-12", "--root", folder(tmp_path / "data"),
             "--out", str(out), "--no-viz"]
     # more epochs than it lives through, so that it is still training when killed
     process = subprocess.Popen([sys.executable, "-m", "tg_funcattn.cli", *args, "--max-epochs", "40"],
@@ -373,7 +379,7 @@ def test_a_resume_that_fails_at_once_names_the_checkpoint_and_keeps_the_logs(tmp
     (logs / "metrics.csv").write_text("epoch,step,train_loss\n0,3,1.5\n")
     (logs / "hparams.yaml").write_text("net: {}\n")
     with pytest.raises(FileNotFoundError, match="--ckpt .*missing.ckpt: no such checkpoint file"):
-        main(["train", "segmentation", *TINY_SEG, "--root", str(tmp_path / "data"), "--debug",
+        main(["train", "segmentation", *TINY_SEG, "--root", folder(tmp_path / "data"), "--debug",
               "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "run"), "--no-viz"])
     assert (logs / "metrics.csv").read_text() == "epoch,step,train_loss\n0,3,1.5\n"
     assert sorted(p.name for p in logs.iterdir()) == ["hparams.yaml", "metrics.csv"]
@@ -426,7 +432,7 @@ def test_stdout_is_the_json_line_and_stderr_has_no_lightning_noise(tmp_path):
     stderr carried Lightning's LeafSpec deprecation and log_every_n_steps warnings,
     its LitLogger tip, accelerator lines, and ``v_num=oard`` in the progress bar."""
     with_progress = [a for a in TINY_SEG if a != "--no-progress"]
-    result = cli("train", "segmentation", *with_progress, "--max-epochs", "1", "--root", tmp_path / "data",
+    result = cli("train", "segmentation", *with_progress, "--max-epochs", "1", "--root", folder(tmp_path / "data"),
                  "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
@@ -454,6 +460,7 @@ def test_a_checkpoint_finds_its_data_from_any_folder(segmentation_run, tmp_path)
 
 def test_a_relative_data_root_is_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--root", "data", "--out", "run",
           "--no-viz"])
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -506,7 +513,8 @@ def test_options_that_do_not_apply_to_a_command_are_errors(capsys, argv, flag):
 
 def test_an_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
     """A missing data set (MeshRegression, which has no download) and a missing checkpoint."""
-    for argv in (["train", "regression", "--dataset", "mesh", "--root", tmp_path / "nothing", "--no-progress"],
+    for argv in (["train", "regression", "--dataset", "mesh", "--root", folder(tmp_path / "nothing"),
+                  "--no-progress"],
                  ["evaluate", "segmentation", "--ckpt", tmp_path / "missing.ckpt"]):
         result = cli(*argv)
         assert result.returncode == 1 and result.stdout == ""
@@ -539,7 +547,7 @@ def test_train_accuracy_is_logged_per_epoch_as_validation_scores_it(tmp_path):
 
     out = tmp_path / "run"
     main(["train", "segmentation", *TINY_SEG, "--max-epochs", "1", "--lr", "1e-12", "--root",
-          str(tmp_path / "data"), "--out", str(out), "--no-viz"])
+          folder(tmp_path / "data"), "--out", str(out), "--no-viz"])
     logged = epoch_losses(out, "train_accuracy")
     config = RunConfig.from_dict(json.loads((out / "metrics.json").read_text())["config"])
     train_set = build_data(config.data, None)[0]

@@ -20,12 +20,8 @@ from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
 from .bases import AdaptedOrthonormal
 from .functional_attention import FunctionalAttention
 from .inputs import NetworkNeeds, validate_network
+from .options import HEADS, INITS, LIFTS, LOCAL_KINDS, READOUTS
 
-LOCAL_KINDS = ("point_transformer", "edgeconv")
-READOUTS = ("node", "graph")
-LIFTS = ("mlp", "residual")
-HEADS = ("mlp", "linear")
-INITS = ("default", "trunc_normal")
 #: Standard deviation of the ``init="trunc_normal"`` weights (truncated at two
 #: standard deviations), as in the authors' models.
 TRUNC_NORMAL_STD = 0.02

@@ -21,8 +21,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
-from ..nn.bases import BASIS_TYPES
-from ..nn.models import HEADS, INITS, LIFTS, LOCAL_KINDS
+from ..nn.options import BASIS_TYPE_NAMES, HEADS, INITS, LIFTS, LOCAL_KINDS
 from ..nn.presets import PRESETS
 
 SEGMENTATION, REGRESSION = "segmentation", "regression"
@@ -257,7 +256,7 @@ class ModelConfig(_Section):
     basis_type: str = _option("auto", "basis of the attention; auto: laplacian_init on meshes (rna), "
                                       "learned on point clouds; laplacian needs the eigenbasis of the "
                                       "nodes themselves (rna: --points 0)",
-                              choices=("auto", *BASIS_TYPES))
+                              choices=("auto", *BASIS_TYPE_NAMES))
     num_bases: int = _option(32, "basis functions per head (k)", at_least=1)
     hidden_channels: int = _option(128, "width", at_least=1)
     num_layers: int = _option(4, "blocks", at_least=1)
