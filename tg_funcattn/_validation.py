@@ -210,6 +210,13 @@ def _too_small(graph: int, n: int, min_nodes: int) -> str:
     return f"graph {graph} has {n} nodes, fewer than the {min_nodes} required (num_bases)"
 
 
+#: why per-node masses or basis values have another number of rows than the points
+RESAMPLED_HINT = ("were the points resampled after LaplacianEigenbasis computed data.mass and "
+                  "data.evecs (e.g. by SamplePoints or FixedPoints)? Apply it after the resampling; "
+                  "tg_funcattn.transforms.CheckEigenbasis() at the end of the transforms names "
+                  "such an order")
+
+
 def check_mass(mass: Tensor, num_nodes: int, device: torch.device,
                checks: Optional[ValueChecks] = None) -> None:
     """``mass`` is a finite, positive ``[N]`` tensor on ``device`` (the value
@@ -219,7 +226,8 @@ def check_mass(mass: Tensor, num_nodes: int, device: torch.device,
         raise ValueError(f"'mass' must have shape [N] = [{num_nodes}], got {tuple(mass.shape)}; "
                          "use mass.view(-1)")
     if mass.dim() != 1 or mass.numel() != num_nodes:
-        raise ValueError(f"'mass' must have shape [N] = [{num_nodes}], got {tuple(mass.shape)}")
+        raise ValueError(f"'mass' must have shape [N] = [{num_nodes}], got {tuple(mass.shape)}"
+                         + (f"; one per node: {RESAMPLED_HINT}" if mass.dim() == 1 else ""))
     if mass.device != device:
         raise ValueError(f"'mass' is on {mass.device} but the node features are on {device}")
     checks, now = _run_now(checks)

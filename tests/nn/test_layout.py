@@ -67,9 +67,13 @@ def test_streaming_checkpoints_are_never_nested(monkeypatch):
 def test_an_eigenbasis_of_other_points_names_the_likely_cause():
     """Eigenvectors computed before the points were resampled have the wrong row count."""
     layer = FunctionalAttention(16, 2, 4, basis_type="laplacian")
-    with pytest.raises(ValueError, match=r"got \(642, 6\); one row per node: were the points "
-                                         r"resampled after the eigenbasis was computed\?"):
+    cause = (r"one row per node: were the points resampled after LaplacianEigenbasis computed "
+             r"data.mass and data.evecs .*CheckEigenbasis\(\)")
+    with pytest.raises(ValueError, match=r"got \(642, 6\); " + cause):
         layer(torch.randn(500, 16), basis=torch.randn(642, 6))
+    with pytest.raises(ValueError, match=r"'mass' must have shape \[N\] = \[500\], got \(642,\); "
+                                         + cause.replace("one row", "one")):
+        layer(torch.randn(500, 16), mass=torch.ones(642), basis=torch.randn(642, 6))
     with pytest.raises(ValueError, match=r"got \(500, 3\)$"):
         layer(torch.randn(500, 16), basis=torch.randn(500, 3))
 

@@ -145,6 +145,12 @@ def test_net_bad_input_and_repr():
         FuncAttnNet(4, 16, 2, readout="edge")
     assert repr(net) == ("FuncAttnNet(4, 16, 2, num_layers=1, heads=2, num_bases=4, "
                          "basis_type='learned', readout='node')")
+    # every setting that differs from its default is shown
+    net = FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, num_categories=3,
+                      local="edgeconv", k=8, head="mlp", dropout=0.1, ridge=0.3)
+    assert repr(net) == ("FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, "
+                         "basis_type='learned', readout='node', num_categories=3, "
+                         "local='edgeconv', k=8, dropout=0.1, head='mlp', ridge=0.3)")
 
 
 @pytest.mark.parametrize("kind", ["laplacian", "laplacian_init"])

@@ -48,6 +48,15 @@ def test_eigenbasis_attributes_batch_correctly():
     assert (gram - torch.eye(8, dtype=torch.float64)).abs().max() < 1e-5  # float32 storage
 
 
+def test_float64_positions_keep_the_eigenbasis_in_float64():
+    data = sphere_data(2)
+    data.pos = data.pos.double()
+    out = LaplacianEigenbasis(8)(data)
+    assert out.evecs.dtype == out.evals.dtype == out.mass.dtype == torch.float64
+    gram = out.evecs.T @ (out.mass[:, None] * out.evecs)
+    assert (gram - torch.eye(8, dtype=torch.float64)).abs().max() < 1e-12
+
+
 def test_eigenbasis_transform_takes_num_eigenpairs_and_the_former_k():
     transform = LaplacianEigenbasis(num_eigenpairs=6)
     assert transform.num_eigenpairs == 6

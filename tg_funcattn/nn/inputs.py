@@ -18,7 +18,8 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import ValueChecks, check_finite, check_mass, check_tensor, segments, tracing
+from .._validation import (RESAMPLED_HINT, ValueChecks, check_finite, check_mass, check_tensor,
+                           segments, tracing)
 from ..ops.segment import segment_matmul_tn
 from ._layout import GraphLayout
 
@@ -76,9 +77,7 @@ def validate_graph(needs: GraphNeeds, num_nodes: int, device: torch.device,
     if basis is not None:
         check_tensor(basis, "basis", ndim=2, floating=True)
         if basis.shape[0] != num_nodes or basis.shape[1] < needs.num_bases:
-            hint = ("; one row per node: were the points resampled after the eigenbasis was "
-                    "computed? (apply LaplacianEigenbasis after SamplePoints/FixedPoints)"
-                    if basis.shape[0] != num_nodes else "")
+            hint = f"; one row per node: {RESAMPLED_HINT}" if basis.shape[0] != num_nodes else ""
             raise ValueError(f"'basis' must have shape [N, >= num_bases] = [{num_nodes}, "
                              f">= {needs.num_bases}], got {tuple(basis.shape)}{hint}")
         if basis.device != device:

@@ -425,6 +425,13 @@ class FuncAttnNet(Module):
         self.heads, self.num_bases, self.basis_type = heads, num_bases, basis_type
         self.local_name = None if local is None else local if isinstance(local, str) else \
             type(local).__name__ if isinstance(local, Module) else getattr(local, "__name__", "factory")
+        #: the settings that differ from their defaults, for ``repr``
+        self._changed = {name: value for name, value in (
+            ("pos_channels", pos_channels), ("num_categories", num_categories),
+            ("local", self.local_name), ("k", k if local is not None else 16),
+            ("mlp_ratio", mlp_ratio), ("dropout", dropout), ("lift", lift), ("head", head),
+            ("init", init)) if value != inspect.signature(FuncAttnNet).parameters[name].default}
+        self._changed.update(kwargs)
         self.lift = (MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
         self.category_emb = None if num_categories is None else \
@@ -554,12 +561,11 @@ class FuncAttnNet(Module):
         return (out, maps) if return_maps else out
 
     def __repr__(self) -> str:
-        local = "" if self.local_name is None else f", local='{self.local_name}', k={self.k}"
-        categories = "" if self.num_categories is None else f", num_categories={self.num_categories}"
+        changed = "".join(f", {name}={value!r}" for name, value in self._changed.items())
         return (f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, "
                 f"{self.out_channels}, num_layers={self.num_layers}, heads={self.heads}, "
                 f"num_bases={self.num_bases}, basis_type='{self.basis_type}', "
-                f"readout='{self.readout}'{local}{categories})")
+                f"readout='{self.readout}'{changed})")
 
 
 def _trunc_normal_linears(modules) -> None:

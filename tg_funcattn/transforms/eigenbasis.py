@@ -32,7 +32,8 @@ class LaplacianEigenbasis(BaseTransform):
     * ``data.mass`` ``[N]``: lumped vertex areas (node degrees for
       ``method="graph"``, see :func:`~tg_funcattn.geometry.graph_eigenbasis`),
 
-    all float32, ready for ``FunctionalAttention(basis_type="laplacian")`` as
+    in float64 for float64 positions and float32 otherwise (computed in float64
+    either way), ready for ``FunctionalAttention(basis_type="laplacian")`` as
     ``layer(x, batch, mass=data.mass, basis=data.evecs)``, and a record of the
     geometry they describe, which :func:`check_eigenbasis` compares with the
     data's later state:
@@ -136,9 +137,11 @@ class LaplacianEigenbasis(BaseTransform):
 
     def _store(self, data: Data, result: _eigen.Eigenbasis) -> None:
         K = self.num_eigenpairs
-        data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :K], dtype=np.float32))
-        data.evals = torch.from_numpy(np.asarray(result.evals[:K], dtype=np.float32)).unsqueeze(0)
-        data.mass = torch.from_numpy(np.asarray(result.mass, dtype=np.float32))
+        pos = data.get("pos")
+        dtype = pos.dtype if pos is not None and pos.dtype == torch.float64 else torch.float32
+        data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :K])).to(dtype)
+        data.evals = torch.from_numpy(np.asarray(result.evals[:K])).to(dtype).unsqueeze(0)
+        data.mass = torch.from_numpy(np.asarray(result.mass)).to(dtype)
 
     def __repr__(self) -> str:
         cache = None if self.cache is None else str(self.cache.root)
