@@ -6,7 +6,7 @@ without one, in one process, alternating, best of ``--rounds``.
 
 Rows: no local branch; ``local="edgeconv"`` (:class:`tg_funcattn.nn.models.EdgeConv`,
 the first MLP layer per node, the rest in cache-sized chunks of nodes) and PyG's
-``EdgeConv(MLP(256, 128, 128), aggr="max")`` on the same weights (the per-edge
+``EdgeConv(MLP([256, 128, 128], act="gelu", norm=None), aggr="max")`` on the same weights (the per-edge
 form, for the outputs and the time it saves); ``local="point_transformer"``
 (:class:`tg_funcattn.nn.models.PointTransformerConv`, per-node products
 gathered) and PyG's ``PointTransformerConv(128, 128)`` on the same weights.
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, write_results  # noqa: E402
 
 from tg_funcattn.nn import FuncAttnNet  # noqa: E402
-from tg_funcattn.nn.models import MLP  # noqa: E402
+from tg_funcattn.nn.models import mlp  # noqa: E402
 
 K, GRAPHS, POINTS, WIDTH, CLASSES = 8, 8, 1024, 128, 260
 
@@ -42,7 +42,7 @@ def networks():
     nets = {"none": FuncAttnNet(0, WIDTH, CLASSES),
             "edgeconv": FuncAttnNet(0, WIDTH, CLASSES, local="edgeconv", k=K),
             "edgeconv, PyG's per-edge form": FuncAttnNet(
-                0, WIDTH, CLASSES, local=PygEdgeConv(MLP(2 * WIDTH, WIDTH, WIDTH), aggr="max"), k=K),
+                0, WIDTH, CLASSES, local=PygEdgeConv(mlp(2 * WIDTH, WIDTH, WIDTH), aggr="max"), k=K),
             "point_transformer": FuncAttnNet(0, WIDTH, CLASSES, local="point_transformer", k=K),
             "point_transformer, PyG's per-edge form": FuncAttnNet(
                 0, WIDTH, CLASSES, local=PygPointTransformerConv(WIDTH, WIDTH), k=K)}

@@ -93,7 +93,7 @@ def test_dropouts_reach_their_places():
     block = FuncAttnBlock(16, heads=2, num_bases=4, dropout=0.5).train()
     x = torch.randn(30, 16)
     with torch.no_grad():  # with the MLP's output zeroed only the attention's dropout remains
-        block.mlp[-1].weight.zero_(), block.mlp[-1].bias.zero_()
+        block.mlp.lins[-1].weight.zero_(), block.mlp.lins[-1].bias.zero_()
         attn = block.attn(block.norm1(x))
         dropped = block(x) - x
     kept = dropped != 0
@@ -380,11 +380,13 @@ def test_edgeconv_per_node_equals_pygs_per_edge_form():
     scatter path, a node without edges getting zeros), values and gradients."""
     from torch_geometric.nn import EdgeConv as PygEdgeConv
 
-    from tg_funcattn.nn.models import MLP, EdgeConv, knn_edges
+    from torch_geometric.nn import MLP
+
+    from tg_funcattn.nn.models import EdgeConv, knn_edges
 
     torch.manual_seed(0)
     ours = EdgeConv(16).double()
-    pyg = PygEdgeConv(MLP(32, 16, 16), aggr="max").double()
+    pyg = PygEdgeConv(MLP([32, 16, 16], act="gelu", norm=None), aggr="max").double()
     pyg.load_state_dict(ours.state_dict())
     x = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
     batch = batch_vector([20, 30])

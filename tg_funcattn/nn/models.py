@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear, Module
+from torch_geometric.nn import MLP
 from torch_geometric.nn import PointTransformerConv as PygPointTransformerConv
 from torch_geometric.nn.dense.linear import Linear as PygLinear
 from torch_geometric.typing import PairTensor
@@ -27,17 +28,11 @@ from .options import HEADS, INITS, LIFTS, LOCAL_KINDS, READOUTS
 TRUNC_NORMAL_STD = 0.02
 
 
-class MLP(torch.nn.Sequential):
-    """``Linear -> GELU -> Dropout -> Linear``."""
-
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 dropout: float = 0.0):
-        super().__init__(Linear(in_channels, hidden_channels), torch.nn.GELU(),
-                         torch.nn.Dropout(dropout), Linear(hidden_channels, out_channels))
-
-    def reset_parameters(self):
-        self[0].reset_parameters()
-        self[3].reset_parameters()
+def mlp(in_channels: int, hidden_channels: int, out_channels: int, dropout: float = 0.0) -> MLP:
+    """PyG's two-layer :class:`~torch_geometric.nn.models.MLP`: ``Linear -> GELU ->
+    Dropout -> Linear`` (no normalisation; the last layer plain)."""
+    return MLP([in_channels, hidden_channels, out_channels], act="gelu", norm=None,
+               dropout=dropout)
 
 
 class ResidualLift(Module):
@@ -86,8 +81,8 @@ class EdgeConv(Module):
 
     so the edges gather two per-node products instead of multiplying a
     ``[E, 2C]`` concatenation (the same values up to round-off, the same
-    parameters as PyG's ``EdgeConv(MLP(2C, C, C), aggr="max")``, whose state
-    dict it loads).  On the network's kNN graph (``regular``) the rest runs
+    parameters as PyG's ``EdgeConv(MLP([2C, C, C], act="gelu", norm=None),
+    aggr="max")``, whose state dict it loads).  On the network's kNN graph (``regular``) the rest runs
     in cache-sized chunks of nodes (:func:`~tg_funcattn.ops.edge.knn_edge_max`:
     no ``[E, C]`` tensor is kept for backward); on other edges it aggregates
     with a scatter.  A node without incoming edges gets zeros.
@@ -99,7 +94,7 @@ class EdgeConv(Module):
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels
-        self.nn = MLP(2 * channels, channels, channels)
+        self.nn = mlp(2 * channels, channels, channels)
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""
@@ -111,7 +106,7 @@ class EdgeConv(Module):
         lists the targets in node order (the kNN graph of
         :func:`knn_edges`), so the max is a reduction over an ``[N, regular, C]``
         view instead of a scatter."""
-        first, act, drop, second = self.nn
+        first, second = self.nn.lins
         w_i, w_j = first.weight[:, :self.channels], first.weight[:, self.channels:]
         node_i = F.linear(x, w_i - w_j, first.bias)  # [N, C]
         node_j = F.linear(x, w_j)
@@ -121,7 +116,8 @@ class EdgeConv(Module):
             return out + second.bias  # the bias commutes with the max
         from torch_geometric.utils import scatter
 
-        messages = second(drop(act(node_i.index_select(0, dst) + node_j.index_select(0, src))))
+        hidden = self.nn.act(node_i.index_select(0, dst) + node_j.index_select(0, src))
+        messages = second(F.dropout(hidden, p=self.nn.dropout[0], training=self.training))
         return scatter(messages, dst, dim=0, dim_size=x.shape[0], reduce="max")
 
     def __repr__(self) -> str:
@@ -260,7 +256,7 @@ class FuncAttnBlock(Module):
         self.local_takes_pos = self.local is not None and \
             "pos" in inspect.signature(self.local.forward).parameters
         self.norm2 = LayerNorm(channels)
-        self.mlp = MLP(channels, max(1, int(round(mlp_ratio * channels))), channels, dropout)
+        self.mlp = mlp(channels, max(1, int(round(mlp_ratio * channels))), channels, dropout)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -432,7 +428,7 @@ class FuncAttnNet(Module):
             ("mlp_ratio", mlp_ratio), ("dropout", dropout), ("lift", lift), ("head", head),
             ("init", init)) if value != inspect.signature(FuncAttnNet).parameters[name].default}
         self._changed.update(kwargs)
-        self.lift = (MLP(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
+        self.lift = (mlp(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))
         self.category_emb = None if num_categories is None else \
             torch.nn.Embedding(num_categories, hidden_channels)
@@ -443,7 +439,7 @@ class FuncAttnNet(Module):
                           k, **kwargs) for _ in range(num_layers)])
         if head == "mlp":
             self.norm = LayerNorm(hidden_channels)
-            self.head = MLP(hidden_channels, hidden_channels, out_channels, dropout)
+            self.head = mlp(hidden_channels, hidden_channels, out_channels, dropout)
         else:
             self.norm = None
             self.head = Linear(hidden_channels, out_channels)
@@ -578,7 +574,7 @@ def _trunc_normal_linears(modules) -> None:
             if isinstance(sub, AdaptedOrthonormal)}
     for module in modules:
         for sub in module.modules():
-            if isinstance(sub, Linear) and id(sub) not in keep:
+            if isinstance(sub, (Linear, PygLinear)) and id(sub) not in keep:
                 torch.nn.init.trunc_normal_(sub.weight, std=TRUNC_NORMAL_STD)
                 if sub.bias is not None:
                     torch.nn.init.zeros_(sub.bias)

@@ -266,19 +266,22 @@ def segment_sum(src: Tensor, ptr: Tensor, batch: Optional[Tensor] = None) -> Ten
     The fastest implementation measured per device (``benchmarks/bench_kernels.py``):
 
     * CUDA, with ``torch_scatter`` installed (``pip install 'tg-funcattn[scatter]'``),
-      eager mode: ``torch_scatter.segment_csr``, which reads the sorted layout
-      directly and needs no atomics (deterministic).
+      eager mode: PyG's :func:`torch_geometric.utils.segment`, which takes
+      ``torch_scatter.segment_csr`` there: it reads the sorted layout directly
+      and needs no atomics (deterministic).
     * Otherwise native torch: ``torch.segment_reduce`` over ``ptr`` for a
       vector, ``index_add`` over ``batch`` (computed from ``ptr`` when not
       given) for rows.  On this project's 2-core CPU ``segment_csr`` measured
-      3x slower than ``index_add`` for 128-wide rows, so it is not used there.
+      3x slower than ``index_add`` for 128-wide rows, and PyG's ``segment``
+      without torch-scatter (``torch.segment_reduce``) 5x slower
+      (``benchmarks/bench_pyg_blocks.py``), so neither is used there.
     """
     num_graphs = ptr.numel() - 1
     if num_graphs == 1:
         return src.sum(0, keepdim=True)
     if _use_torch_scatter(src):
-        import torch_scatter
-        return torch_scatter.segment_csr(src, ptr, reduce="sum")
+        from torch_geometric.utils import segment
+        return segment(src, ptr, reduce="sum")
     if src.dim() == 1:
         return torch.segment_reduce(src, "sum", offsets=ptr)
     if batch is None:
