@@ -96,10 +96,12 @@ the same time instead of the same epochs; the table says which.
 Runs are independent processes, ``--jobs`` at a time with
 ``torch.set_num_threads(--threads)`` each (times are comparable within a
 table, not across machines).  Every run saves a checkpoint after every epoch
-(``--checkpoints``, default ``<root>/bench_rna_checkpoints``); ``--resume``
-reuses the finished runs of an interrupted table and continues the others
-from their last epoch, so a table longer than one sitting is built in parts.
-Writes ``benchmarks/results/bench_rna{,_long,_full}.md`` and ``.json``.
+(``--checkpoints``, default ``<root>/bench_rna_checkpoints``), and the table,
+``benchmarks/results/bench_rna{,_long,_full}.md`` and ``.json``, is written
+after every finished run (the missing ones named).  ``--resume`` keeps the
+finished runs of a table with the same settings (also of rows not given in
+``--rows``: a table is built row by row) and continues the others from their
+last epoch, so a table longer than one sitting is built in parts.
 """
 import argparse
 import json
@@ -107,6 +109,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -527,6 +530,7 @@ def precompute_seconds(args, count=8):
     first ``count`` test meshes."""
     torch.set_num_threads(args.threads)
     meshes = RNASurfaceSegmentation(args.root, "test")
+    count = min(count, len(meshes))
     transform = LaplacianEigenbasis(EIGEN_K)
     start = time.time()
     for i in range(count):
@@ -607,6 +611,12 @@ def render(result):
                if not any(r["row"] == name for r in result["runs"])]
     if missing:
         lines.append("Rows of the full table not run here: " + "; ".join(missing) + ".")
+    unfinished = [f"{row['label']} (seed {', '.join(str(s) for s in seeds)})" for row in rows
+                  if any(r["row"] == row["name"] for r in result["runs"])
+                  for seeds in [[s for s in a["seeds"] if not any(
+                      r["row"] == row["name"] and r["seed"] == s for r in result["runs"])]] if seeds]
+    if unfinished:
+        lines.append("Runs not finished yet: " + "; ".join(unfinished) + ".")
     if result.get("eigen_seconds_per_mesh") is not None:
         n = a["train_molecules"] + a["val"] + 136
         per = result["eigen_seconds_per_mesh"]
@@ -728,17 +738,15 @@ def main():
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = args.out
-    partial = out + ".partial.json"
-    done = {}
-    if args.resume:  # runs of an interrupted table, and of a finished one with the same settings
-        if os.path.exists(out + ".json"):
-            with open(out + ".json") as f:
-                previous = json.load(f)
-            if {k: v for k, v in previous["args"].items() if k != "seeds"} == settings(args):
-                done = {(r["row"], r["seed"]): r for r in previous["runs"]}
-        if os.path.exists(partial):
-            with open(partial) as f:
-                done.update({(r["row"], r["seed"]): r for r in json.load(f)})
+    done, previous_rows = {}, []
+    if args.resume and os.path.exists(out + ".json"):  # the runs of a table with these settings
+        with open(out + ".json") as f:
+            previous = json.load(f)
+        if {k: v for k, v in previous["args"].items() if k != "seeds"} == settings(args):
+            done = {(r["row"], r["seed"]): r for r in previous["runs"] if r["row"] in ROWS}
+            previous_rows = [r["name"] for r in previous["rows"] if r["name"] in ROWS]
+    table_rows = previous_rows + [r for r in rows if r not in previous_rows]
+    eigen_seconds = precompute_seconds(args) if any(needs_basis(r) for r in table_rows) else None
     if any(needs_basis(r) for r in rows):  # eigenbases of every mesh, once, before the runs
         load_splits(args, with_basis=True)
     forwarded = sys.argv[1:]  # --resume included: a run continues from its checkpoint
@@ -752,30 +760,33 @@ def main():
                      str(args.jobs)] + forwarded, env=env), range(args.jobs)):
                 if proc.returncode != 0:
                     raise SystemExit(f"DiffusionNet's operators failed ({proc.returncode})")
+    all_seeds = sorted({seed for _, seed in done} | set(seeds))
+    lock = threading.Lock()
+
+    def write_table():
+        """The table of the runs finished so far (the missing ones named)."""
+        runs = [done[(r, seed)] for r in table_rows for seed in all_seeds if (r, seed) in done]
+        result = {"machine": machine(args.device), "args": dict(settings(args), seeds=all_seeds),
+                  "rows": [{"name": r, "label": ROWS[r][0]} for r in table_rows], "runs": runs,
+                  "eigen_seconds_per_mesh": eigen_seconds}
+        report = render(result)
+        write_results(out, result, report)
+        return report
 
     def run(key):
         if key in done:
-            return done[key]
+            return
         cmd = [sys.executable, os.path.abspath(__file__), "--one", key[0], str(key[1])] + forwarded
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"run {key} failed with exit code {proc.returncode}")
-        record = json.loads(proc.stdout.strip().splitlines()[-1])
-        done[key] = record
-        write_atomic(partial, json.dumps(list(done.values())))
-        return record
+        with lock:
+            done[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+            write_table()
 
-    keys = [(r, s) for r in rows for s in seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(run, keys))
-    result = {"machine": machine(args.device), "args": dict(settings(args), seeds=seeds),
-              "rows": [{"name": r, "label": ROWS[r][0]} for r in rows], "runs": runs}
-    if any(needs_basis(r) for r in rows):
-        result["eigen_seconds_per_mesh"] = precompute_seconds(args)
-    report = render(result)
-    write_results(out, result, report)
-    os.remove(partial)
-    print(report)
+        list(pool.map(run, [(r, seed) for r in rows for seed in seeds]))
+    print(write_table())
 
 
 def diffusionnet_operators(args, part, parts):

@@ -2,7 +2,9 @@
 after any epoch and continued with ``--resume`` ends exactly where the
 uninterrupted run ends, and the direct evaluation on the vertices is the
 model on the mesh itself."""
+import json
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -86,3 +88,29 @@ def test_direct_evaluation_runs_the_model_on_the_vertices(tmp_path):
     with torch.no_grad():
         pred = model(mesh.hks, data.pos, mass=mesh.mass, basis=mesh.evecs).argmax(-1)
     assert accuracy == pytest.approx(float((pred == mesh.y).float().mean()))
+
+
+def test_the_table_is_built_row_by_row(tmp_path):
+    """Every finished run is in the table at once; a later ``--resume`` with
+    other rows adds them and keeps the earlier ones; unfinished runs are named."""
+    root = _dataset(tmp_path)
+    base = [sys.executable, str(ROOT / "benchmarks" / "bench_rna.py"), "--root", str(root),
+            "--train", "3", "--val", "1", "--points", "48", "--epochs", "2", "--batch-size", "2",
+            "--jobs", "1", "--out", str(tmp_path / "table"), "--checkpoints", str(tmp_path / "ck")]
+    for extra in (["--rows", "funcattn", "--seeds", "0"],
+                  ["--rows", "laplacian_init_hks", "--seeds", "0", "--resume"]):
+        subprocess.run(base + extra, check=True, capture_output=True, cwd=ROOT)
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [r["name"] for r in table["rows"]] == ["funcattn", "laplacian_init_hks"]
+    assert [(r["row"], r["seed"]) for r in table["runs"]] == [("funcattn", 0),
+                                                             ("laplacian_init_hks", 0)]
+    report = (tmp_path / "table.md").read_text()
+    assert "Runs not finished yet" not in report and "Rows of the full table not run here" in report
+    # a second seed asked for but not run (another table's settings would start afresh)
+    subprocess.run(base + ["--rows", "funcattn", "--seeds", "1", "--resume", "--epochs", "2"],
+                   check=True, capture_output=True, cwd=ROOT)
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [(r["row"], r["seed"]) for r in table["runs"]] == [
+        ("funcattn", 0), ("funcattn", 1), ("laplacian_init_hks", 0)]
+    assert "Runs not finished yet: FuncAttnNet, basis=laplacian_init, input: HKS (16 times) " \
+           "instead of xyz (seed 1)" in (tmp_path / "table.md").read_text()
