@@ -24,7 +24,8 @@ from .training.config import (DATA_CONFIGS, RECIPES, SECTIONS, SEGMENTATION, Run
 
 EPILOG = ("Output (--out): metrics.json (metrics and configuration), checkpoints/best.ckpt and "
           "last.ckpt (the last finished epoch, to resume from with --ckpt), logs/ (CSV and "
-          "TensorBoard; a later run into the same --out, e.g. a resume, in logs/version_N), "
+          "TensorBoard; a resume into the same --out logs in logs/version_N; a new run into an "
+          "--out that holds one is refused), "
           "and PNG pictures unless --no-viz. "
           "Training needs the 'train' extra, pictures the 'viz' extra: "
           "pip install 'tg-funcattn[train,viz]'.")

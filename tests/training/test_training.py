@@ -561,3 +561,54 @@ def test_train_accuracy_is_logged_per_epoch_as_validation_scores_it(tmp_path):
             correct += int((task.part_mask[int(data.category)].nonzero().view(-1)[labels] == data.y).sum())
             total += data.num_nodes
     assert len(logged) == 1 and logged[0] == pytest.approx(correct / total, abs=1e-6)
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_the_first_kept(segmentation_run, tmp_path):
+    tmp, out, _ = segmentation_run
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    metrics = (out / "metrics.json").read_bytes()
+    result = cli("train", "segmentation", *TINY_SEG, "--seed", "1", "--root", folder(tmp / "data"),
+                 "--out", out, "--no-viz")
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"--out {out} already holds a run" in result.stderr
+    assert f"--ckpt {out / 'checkpoints' / 'last.ckpt'}" in result.stderr and "fresh --out" in result.stderr
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+    assert (out / "metrics.json").read_bytes() == metrics
+
+
+def test_a_diverged_run_fails_and_reports_no_scores(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "segmentation", *TINY_SEG, "--lr", "inf", "--root",
+                 folder(tmp_path / "data"), "--out", out, "--no-viz")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "FloatingPointError: the training loss is nan at epoch 0" in result.stderr
+    assert "lower the learning rate (--lr, now inf)" in result.stderr and "--precision" in result.stderr
+    assert not (out / "metrics.json").exists()
+
+
+def test_evaluate_refuses_non_finite_weights_and_checkpoints_without_the_network(
+        segmentation_run, tmp_path):
+    _, out, _ = segmentation_run
+    saved = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    name = next(iter(saved["state_dict"]))
+    saved["state_dict"][name] = torch.full_like(saved["state_dict"][name], float("nan"))
+    torch.save(saved, tmp_path / "nan.ckpt")
+    with pytest.raises(ValueError, match=f"parameter {name} holds NaN or infinite values"):
+        load_model(tmp_path / "nan.ckpt")
+    saved = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    del saved["hyper_parameters"]["net"]
+    torch.save(saved, tmp_path / "no_net.ckpt")
+    with pytest.raises(ValueError, match=r"has no hyper_parameters\['net'\]"):
+        load_model(tmp_path / "no_net.ckpt")
+
+
+def test_resuming_from_a_pickle_names_the_file_and_never_advises_weights_only_false(
+        segmentation_run, tmp_path):
+    tmp, _, _ = segmentation_run
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"hyper_parameters": {"net": object()}}, pickled)  # a pickled object
+    result = cli("train", "segmentation", *TINY_SEG, "--root", folder(tmp / "data"),
+                 "--ckpt", pickled, "--out", tmp_path / "run", "--no-viz")
+    assert result.returncode == 1
+    assert f"checkpoint {pickled}" in result.stderr and "cannot be read" in result.stderr
+    assert "weights_only=False" not in result.stderr

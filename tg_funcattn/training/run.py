@@ -124,6 +124,18 @@ def _read_checkpoint(path) -> Dict:
                          f"checkpoint ({type(error).__name__}); {expected}") from error
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
         raise ValueError(f"checkpoint {path} has no hyper-parameters; {expected}")
+    missing = [key for key in ("net", "optim", "data")
+               if not isinstance(checkpoint["hyper_parameters"].get(key), dict)]
+    if missing or not isinstance(checkpoint.get("state_dict"), dict):
+        what = ", ".join(f"hyper_parameters['{key}']" for key in missing) or "state_dict"
+        raise ValueError(f"checkpoint {path} has no {what}; {expected}")
+    bad = next((name for name, value in checkpoint["state_dict"].items()
+                if torch.is_tensor(value) and value.is_floating_point()
+                and not bool(torch.isfinite(value).all())), None)
+    if bad is not None:
+        raise ValueError(f"checkpoint {path}: parameter {bad} holds NaN or infinite values (the "
+                         "training diverged before it was written); use a checkpoint of an earlier "
+                         "epoch or train again with a lower --lr")
     return checkpoint
 
 
@@ -193,6 +205,26 @@ def _write(path: Path, payload: Dict) -> None:
     atomic_write(path, lambda f: f.write(text))
 
 
+def _claim(out: Path) -> None:
+    """Makes ``out/checkpoints`` for a new run, refusing a folder that holds
+    another run's checkpoints or scores (creating the folder is the claim, so
+    of two runs started together into one ``out`` the second is refused).  The
+    other processes of a distributed run leave it to the first."""
+    if any(os.environ.get(key, "0") != "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    held = [str(p) for p in (out / "checkpoints", out / "metrics.json") if p.exists()]
+    if not held:
+        try:
+            (out / "checkpoints").mkdir()
+        except FileExistsError:
+            held = [str(out / "checkpoints")]
+    if held:
+        raise FileExistsError(f"--out {out} already holds a run ({', '.join(held)}), which a new "
+                              f"run would replace: resume it with --ckpt "
+                              f"{out / 'checkpoints' / 'last.ckpt'}, or give a fresh --out")
+
+
 # ---------------------------------------------------------------- commands
 def train(config: RunConfig) -> Optional[Dict]:
     """Trains (or resumes from ``config.trainer.ckpt``), tests the best
@@ -205,8 +237,12 @@ def train(config: RunConfig) -> Optional[Dict]:
     start = time.time()
     config = dataclasses.replace(config, data=config.data.absolute())
     out, run, model = Path(config.out_dir).absolute(), config.trainer, config.model
-    if run.ckpt and not Path(run.ckpt).is_file():
-        raise FileNotFoundError(f"--ckpt {run.ckpt}: no such checkpoint file to resume from")
+    if run.ckpt:
+        if not Path(run.ckpt).is_file():
+            raise FileNotFoundError(f"--ckpt {run.ckpt}: no such checkpoint file to resume from")
+        _read_checkpoint(run.ckpt)  # this package's, readable with weights_only=True, finite
+    else:
+        _claim(out)
     L.seed_everything(run.seed, workers=True, verbose=False)
     basis_type = model.resolved_basis_type(config.data.dataset)
     train_set, val_set, tests, info = build_data(config.data, _eigenpairs(basis_type, model.num_bases))

@@ -42,6 +42,17 @@ class _FuncAttnTask(L.LightningModule):
                      batch_size=data.num_graphs, return_maps=return_maps,
                      chunk_size=self.chunk_size)
 
+    def check_finite_loss(self, loss: Tensor) -> None:
+        """A NaN or infinite training loss ends the run (one host read per
+        step): the epochs after it could only write checkpoints and scores
+        of a network whose parameters are no longer numbers."""
+        if not bool(torch.isfinite(loss)):
+            raise FloatingPointError(
+                f"the training loss is {float(loss)} at epoch {self.current_epoch} (step "
+                f"{self.global_step}): training diverged; lower the learning rate (--lr, now "
+                f"{self.optim.lr:g}) or train in a wider precision (--precision, now "
+                f"{self.trainer.precision}); no scores were written")
+
     def configure_optimizers(self):
         """``optimizer`` (AdamW or Adam) under ``schedule``: ``"cosine"``, a
         linear warm-up over 10% of the steps then cosine decay, stepped per
@@ -120,6 +131,7 @@ class SegmentationTask(_FuncAttnTask):
     def training_step(self, data, batch_idx):
         logits = self(data)
         loss = F.cross_entropy(logits, data.y)
+        self.check_finite_loss(loss)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=data.num_graphs, sync_dist=True)
         # the share of training points labelled right (as validation scores them: within
@@ -194,6 +206,7 @@ class RegressionTask(_FuncAttnTask):
 
     def training_step(self, data, batch_idx):
         loss = self._relative_l2(data, self(data)).mean()
+        self.check_finite_loss(loss)
         self.log("train_rel_l2", loss, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=data.num_graphs, sync_dist=True)
         return loss
