@@ -44,6 +44,10 @@ def rewrite(entry, damage):
         fields["version"] = npy_bytes(np.array([1, 1]))
     elif damage == "old_version":
         fields["version"] = npy_bytes(np.int64(0))
+    elif damage == "random_evecs":  # right geometry, right shapes, not its eigenbasis
+        with np.load(entry) as z:
+            fields["evecs"] = npy_bytes(np.random.default_rng(0).standard_normal(
+                z["evecs"].shape).astype(np.float32))
     elif damage == "complex_evecs":
         with np.load(entry) as z:
             fields["evecs"] = npy_bytes(z["evecs"] * (1 + 1j))
@@ -71,6 +75,8 @@ def rewrite(entry, damage):
                    r"shape \(162, 8\)"),
     ("huge_evals", r"'evals' claims 24000000000000 bytes but the file has \d+"),
     ("npy_not_npz", "File is not a zip file"),
+    ("random_evecs", r"eigenvectors not orthonormal in the stored masses \(an entry of "
+                     r"evecs\^T M evecs - I is \d"),
 ])
 def test_foreign_entry_is_reported_recomputed_and_overwritten(tmp_path, monkeypatch, caplog,
                                                                damage, reason):
@@ -106,8 +112,9 @@ def test_a_killed_writers_temporary_file_is_removed_when_the_cache_is_opened(tmp
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
     host = owner_tag().split("@")[1]
-    dead = tmp_path / f"abc.npz.{gone.pid}@{host}.x1y2.tmp"
-    live = tmp_path / f"def.npz.{os.getpid()}@{host}.x3y4.tmp"
+    (tmp_path / "ab").mkdir()  # where the entries and their temporary files live
+    dead = tmp_path / "ab" / f"abc.npz.{gone.pid}@{host}.x1y2.tmp"
+    live = tmp_path / "ab" / f"abd.npz.{os.getpid()}@{host}.x3y4.tmp"
     for path in (dead, live):
         path.write_bytes(b"partial")
     EigenbasisCache(tmp_path)

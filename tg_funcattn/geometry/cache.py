@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the stored content or its computation changes meaning.
 FORMAT_VERSION = 1
+#: Largest entry of ``evecs^T diag(mass) evecs - I`` an entry read back may
+#: have (float32 storage keeps it near 1e-7; a damaged or foreign basis is far off).
+ORTHONORMAL_ATOL = 1e-3
 #: What reading a damaged or foreign entry can raise (zlib.error,
 #: NotImplementedError and RuntimeError: a corrupt compressed member, a
 #: compression method zipfile lacks, an encrypted member).
@@ -35,14 +38,16 @@ class EigenbasisCache:
       never returns another shape's basis).
     * Entries are written to a temporary file in the same folder and renamed
       into place, so an interrupted write leaves no partial entry (the
-      temporary file of a killed writer is removed when a cache is opened); a corrupt,
-      truncated or foreign file is reported in the log and treated as a miss.
+      temporary file of a killed writer, beside the entries, is removed when
+      a cache is opened); a corrupt, truncated or foreign file, or one whose
+      eigenvectors are not orthonormal in its masses (within
+      :data:`ORTHONORMAL_ATOL`), is reported in the log and treated as a miss.
     * Eigenvectors and masses are stored as float32, eigenvalues as float64.
     """
 
     def __init__(self, root):
         self.root = Path(root)
-        remove_stale(self.root, "*.tmp")  # temporary files of writers that were killed
+        remove_stale(self.root, "*/*.tmp")  # temporary files of writers that were killed
 
     @staticmethod
     def key(pos: np.ndarray, face: Optional[np.ndarray], config: str) -> str:
@@ -97,6 +102,12 @@ class EigenbasisCache:
                 mass = read("mass", np.float32, (n,))
             if not (np.isfinite(evals).all() and np.isfinite(evecs).all() and np.isfinite(mass).all()):
                 raise ValueError("non-finite values")
+            wide = evecs.astype(np.float64)
+            gram = wide.T @ (mass.astype(np.float64)[:, None] * wide)
+            deviation = np.abs(gram - np.eye(gram.shape[0])).max()
+            if deviation > ORTHONORMAL_ATOL:
+                raise ValueError(f"eigenvectors not orthonormal in the stored masses (an entry of "
+                                 f"evecs^T M evecs - I is {deviation:.3g})")
         except _UNREADABLE as error:
             log.warning("unreadable cache entry %s (%s); recomputing it", path, error)
             return None
