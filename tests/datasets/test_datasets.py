@@ -215,6 +215,19 @@ def test_corrupt_or_malicious_processed_files_are_reprocessed_not_unpickled(tmp_
     assert not (tmp_path / "EXPLOITED").exists()
 
 
+def test_a_processed_split_with_labels_of_another_dtype_is_processed_again(tmp_path, caplog):
+    root = copy_sample("rna_surface_segmentation", tmp_path)
+    first = RNASurfaceSegmentation(root, split="train")
+    path = Path(first.processed_paths[0])
+    data, slices, cls = torch.load(path, weights_only=True)
+    data["y"] = data["y"].float() + 0.5  # labels cast to float
+    torch.save((data, slices, cls), path)
+    with caplog.at_level(logging.WARNING):
+        again = RNASurfaceSegmentation(root, split="train")
+    assert f"processed file {path}: 'y' is torch.float32, but the dataset writes integer" in caplog.text
+    assert again[0].y.dtype == torch.long and torch.equal(again[0].y, first[0].y)
+
+
 # ------------------------------------------------------------------------ archives
 def _zip_with(path: Path, name: str):
     with zipfile.ZipFile(path, "w") as zf:

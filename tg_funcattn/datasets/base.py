@@ -52,6 +52,10 @@ class FingerprintedDataset(InMemoryDataset):
 
     #: Bump when the processed content changes meaning.
     format_version = 1
+    #: attributes the dataset writes -> ``"floating"`` or ``"integer"``: a
+    #: processed split whose attribute has another kind of dtype (labels cast
+    #: to float) is processed again
+    attribute_kinds: Dict[str, str] = {"pos": "floating", "face": "integer"}
 
     def fingerprint_options(self) -> Dict[str, Any]:
         return {}
@@ -95,18 +99,19 @@ class FingerprintedDataset(InMemoryDataset):
         (:func:`_collated_split_problem`) is logged, processed again from the
         raw files, which replaces it, and loaded."""
         try:
-            data, slices, data_cls = _read_processed(path)
+            data, slices, data_cls = _read_processed(path, self.attribute_kinds)
         except DatasetFormatError as error:
             log.warning("%s; processing the raw files again", error)
             self.process()
-            data, slices, data_cls = _read_processed(path)
+            data, slices, data_cls = _read_processed(path, self.attribute_kinds)
         self.slices = slices
         self.data = data_cls.from_dict(data)
 
 
-def _read_processed(path) -> tuple:
-    """The checked ``(data, slices, data_cls)`` of a processed split; anything
-    else is a :class:`DatasetFormatError` naming the file."""
+def _read_processed(path, kinds: Dict[str, str]) -> tuple:
+    """The checked ``(data, slices, data_cls)`` of a processed split, its
+    attributes named in ``kinds`` of that kind of dtype; anything else is a
+    :class:`DatasetFormatError` naming the file."""
     try:
         loaded = torch.load(path, weights_only=True)
     except Exception as error:
@@ -115,6 +120,11 @@ def _read_processed(path) -> tuple:
     if problem is not None:
         raise DatasetFormatError(f"processed file {path} is not a collated split "
                                  f"(data dict, slices, Data class): {problem}")
+    for key, kind in kinds.items():
+        value = loaded[0].get(key)
+        if torch.is_tensor(value) and value.is_floating_point() != (kind == "floating"):
+            raise DatasetFormatError(f"processed file {path}: '{key}' is {value.dtype}, but the "
+                                     f"dataset writes {kind} values there")
     return loaded
 
 

@@ -53,6 +53,7 @@ class RNASurfaceSegmentation(FingerprintedDataset):
         transform, pre_transform, pre_filter, force_reload: As in PyG.
     """
 
+    attribute_kinds = {"pos": "floating", "face": "integer", "y": "integer"}
     url = "https://github.com/nmwsharp/RNA-Surface-Segmentation-Dataset/archive/refs/heads/main.zip"
     archive_name = "RNA-Surface-Segmentation-Dataset-main.zip"
     folder_names = ("RNA-Surface-Segmentation-Dataset", "RNA-Surface-Segmentation-Dataset-main")

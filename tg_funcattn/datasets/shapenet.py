@@ -104,6 +104,7 @@ class ShapeNetPart(FingerprintedDataset):
         force_reload (bool, optional): Process again. (default: ``False``)
     """
 
+    attribute_kinds = {"pos": "floating", "x": "floating", "y": "integer", "category": "integer"}
     url = ("https://shapenet.cs.stanford.edu/media/"
            "shapenetcore_partanno_segmentation_benchmark_v0_normal.zip")
     archive_name = "shapenetcore_partanno_segmentation_benchmark_v0_normal.zip"
