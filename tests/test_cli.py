@@ -34,3 +34,15 @@ def test_a_missing_root_is_an_error_not_a_new_dataset(tmp_path, capsys, argv):
     assert exit_info.value.code == 2
     assert f"--root {missing}: no such folder" in capsys.readouterr().err
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "segmentation", "--mlp-ratio", "nan"], "'mlp_ratio' (--mlp-ratio) must be a finite number, got nan"),
+    (["train", "segmentation", "--lr", "inf"], "'lr' (--lr) must be a finite number, got inf"),
+    (["visualize", "--ckpt", "a.ckpt", "--num-pictures", "-3"], "--num-pictures: must be a positive int, got -3"),
+    (["precompute", "--dataset", "synthetic", "--num-eigenpairs", "0"], "must be a positive int, got 0"),
+])
+def test_nonsense_numbers_are_usage_errors_naming_the_option(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

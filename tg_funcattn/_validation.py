@@ -10,6 +10,8 @@ compiled model has no graph breaks.
 """
 from __future__ import annotations
 
+import math
+
 import struct
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
@@ -30,6 +32,32 @@ def check_tensor(value, name: str, *, ndim: Optional[int] = None,
         raise ValueError(f"'{name}' must be {ndim}-dimensional, got shape {tuple(value.shape)}")
     if floating and not value.is_floating_point():
         raise TypeError(f"'{name}' must be a floating point tensor, got dtype {value.dtype}")
+
+
+def check_number(value, name: str, *, integer: bool = False, minimum: Optional[float] = None,
+                 above: Optional[float] = None, below: Optional[float] = None,
+                 maximum: Optional[float] = None) -> None:
+    """A constructor's numeric argument ``name``: an int (``integer``) or a
+    finite real number, not a bool, within the bounds given (``minimum <=
+    value``, ``above < value``, ``value < below``, ``value <= maximum``)."""
+    if integer:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        what = "an int"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        what = "a finite number"
+    bounds = [text for text, bound in ((f">= {minimum}", minimum), (f"> {above}", above),
+                                       (f"< {below}", below), (f"<= {maximum}", maximum))
+              if bound is not None]
+    if ok:
+        ok = ((minimum is None or value >= minimum) and (above is None or value > above)
+              and (below is None or value < below) and (maximum is None or value <= maximum))
+    if not ok:
+        plain = {(True, ">= 1"): "a positive int", (True, ">= 0"): "a non-negative int",
+                 (False, "> 0.0"): "a positive finite number"}.get((integer, " and ".join(bounds)))
+        raise ValueError(f"'{name}' must be "
+                         f"{plain or what + (' ' + ' and '.join(bounds) if bounds else '')}, "
+                         f"got {value!r}")
 
 
 class ValueChecks:

@@ -89,6 +89,13 @@ def _debug_option() -> argparse.ArgumentParser:
     return common
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = [_debug_option()]
     parser = argparse.ArgumentParser(
@@ -110,13 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     pictures.add_argument("--ckpt", required=True, help="checkpoint written by training")
     _data_folder_options(pictures)
     pictures.add_argument("--out", default="pictures", help="folder for the PNGs (default: %(default)s)")
-    pictures.add_argument("--num-pictures", type=int, default=4, help="test shapes to draw "
-                          "(default: %(default)s)")
+    pictures.add_argument("--num-pictures", type=_positive_int, default=4, help="test shapes to "
+                          "draw (default: %(default)s)")
     pictures.add_argument("--show", action="store_true", help="also open an interactive window")
 
     pre = commands.add_parser("precompute", help="compute the eigenbasis cache of a dataset",
                               parents=common)
-    pre.add_argument("--num-eigenpairs", type=int, default=64,
+    pre.add_argument("--num-eigenpairs", type=_positive_int, default=64,
                      help="eigenpairs per shape (default: %(default)s)")
     data = pre.add_argument_group("data")
     data.add_argument("--dataset", required=True,

@@ -379,7 +379,9 @@ def _layer32(kind="learned"):
     (dict(channels=16, basis_type="spectral"), ValueError, "'basis_type' must be one of"),
     (dict(channels=16, solve="qr"), ValueError, "'solve' must be one of"),
     (dict(channels=16, dropout=1.0), ValueError, "'dropout'"),
-    (dict(channels=16, ridge=0.0), ValueError, "'ridge' must be positive"),
+    (dict(channels=16, ridge=0.0), ValueError, "'ridge' must be a positive finite number"),
+        (dict(channels=16, ridge=float("inf")), ValueError, "'ridge' must be a positive finite number"),
+        (dict(channels=True), ValueError, "'channels' must be a positive int, got True"),
 ])
 def test_bad_constructor_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):

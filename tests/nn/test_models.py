@@ -305,10 +305,16 @@ def test_linear_head_and_residual_lift_compose_as_documented():
     (dict(init="xavier"), "'init' must be one of"),
     (dict(head="conv"), "'head' must be one of"),
     (dict(lift="deep"), "'lift' must be one of"),
+    (dict(mlp_ratio=0), "'mlp_ratio' must be a positive finite number, got 0"),
+    (dict(mlp_ratio=-2), "'mlp_ratio' must be a positive finite number, got -2"),
+    (dict(mlp_ratio=float("nan")), "'mlp_ratio' must be a positive finite number, got nan"),
+    (dict(num_layers=True), "'num_layers' must be a positive int, got True"),
+    (dict(k=0, local="edgeconv"), "'k' must be a positive int, got 0"),
+    (dict(dropout=-0.1), r"'dropout' must be a finite number >= 0.0 and < 1.0, got -0.1"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, **kwargs)
+        FuncAttnNet(0, 16, 2, **{**dict(num_layers=1, heads=2, num_bases=4), **kwargs})
 
 
 def test_a_local_module_instance_is_copied_per_block():

@@ -423,3 +423,13 @@ def test_heat_kernel_signature_errors():
         HeatKernelSignature(0)
     with pytest.raises(ValueError, match="'times' must be positive finite numbers"):
         HeatKernelSignature(times=[0.1, -1.0])
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((True,), {}, "'num_eigenpairs' must be a positive int, got True"),
+    ((8,), dict(mollify_factor=-1), "'mollify_factor' must be a finite number >= 0.0, got -1"),
+    ((8,), dict(mollify_factor=float("nan")), "'mollify_factor' must be a finite number >= 0.0"),
+])
+def test_eigenbasis_transform_refuses_nonsense_numbers(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LaplacianEigenbasis(*args, **kwargs)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Linear, Parameter
 
-from .._validation import ValueChecks
+from .._validation import ValueChecks, check_number
 from ._layout import ONE_PASS, GraphLayout, Streaming, streaming
 from .bases import BASIS_ATOL, BASIS_TYPES, GRAM_JITTER, PARTITION_EPS, make_basis, wide_dtype
 from .inputs import GraphNeeds, check_features, validate_graph
@@ -180,20 +180,16 @@ class FunctionalAttention(torch.nn.Module):
                  bias: bool = True, check_basis: bool = True):
         super().__init__()
         for name, value in (("channels", channels), ("heads", heads), ("num_bases", num_bases)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+            check_number(value, name, integer=True, minimum=1)
         if channels % heads != 0:
             raise ValueError(f"'channels' ({channels}) must be divisible by 'heads' ({heads})")
         if basis_type not in BASIS_TYPES:
             raise ValueError(f"'basis_type' must be one of {tuple(BASIS_TYPES)}, got {basis_type!r}")
         if solve not in SOLVES:
             raise ValueError(f"'solve' must be one of {SOLVES}, got {solve!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"'dropout' must be in [0, 1), got {dropout}")
-        if not 0.1 <= temperature <= 5.0:
-            raise ValueError(f"'temperature' must be in [0.1, 5], got {temperature}")
-        if not ridge > 0:
-            raise ValueError(f"'ridge' must be positive, got {ridge}")
+        check_number(dropout, "dropout", minimum=0.0, below=1.0)
+        check_number(temperature, "temperature", minimum=0.1, maximum=5.0)
+        check_number(ridge, "ridge", above=0.0)
         if not isinstance(check_basis, bool):
             raise TypeError(f"'check_basis' must be a bool, got {check_basis!r}")
 

@@ -14,6 +14,7 @@ from torch_geometric.nn import PointTransformerConv as PygPointTransformerConv
 from torch_geometric.nn.dense.linear import Linear as PygLinear
 from torch_geometric.typing import PairTensor
 
+from .._validation import check_number
 from ..ops.edge import knn_edge_max, knn_softmax_sum
 from ..ops.knn import knn_backend, knn_graph_validated
 from ..ops.segment import segment_sum
@@ -241,10 +242,9 @@ class FuncAttnBlock(Module):
                  local: Optional[Union[str, Module, Callable[[int], Module]]] = None,
                  k: int = 16, attn_dropout: float = 0.0, **kwargs):
         super().__init__()
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"'k' must be a positive int, got {k!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"'dropout' must be in [0, 1), got {dropout}")
+        check_number(k, "k", integer=True, minimum=1)
+        check_number(dropout, "dropout", minimum=0.0, below=1.0)
+        check_number(mlp_ratio, "mlp_ratio", above=0.0)
         self.channels = channels
         self.k = k
         self.dropout = dropout
@@ -405,10 +405,11 @@ class FuncAttnNet(Module):
                                    ("init", init, INITS), ("readout", readout, READOUTS)):
             if value not in kinds:
                 raise ValueError(f"'{name}' must be one of {kinds}, got {value!r}")
-        if in_channels < 0 or pos_channels < 0 or in_channels + pos_channels == 0:
+        for name, value in (("in_channels", in_channels), ("pos_channels", pos_channels)):
+            check_number(value, name, integer=True, minimum=0)
+        if in_channels + pos_channels == 0:
             raise ValueError("'in_channels' + 'pos_channels' must be positive (the lift needs an input)")
-        if num_layers < 1:
-            raise ValueError(f"'num_layers' must be >= 1, got {num_layers}")
+        check_number(num_layers, "num_layers", integer=True, minimum=1)
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.out_channels = out_channels

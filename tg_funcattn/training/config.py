@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
@@ -83,8 +84,8 @@ def _types(section: type) -> Dict[str, Tuple[type, bool, bool]]:
 
 
 def _is(value: Any, base: type) -> bool:
-    if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is float:  # finite: no option means anything at NaN or infinity
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, base)
@@ -104,6 +105,8 @@ class _Section:
             items = value if is_tuple and isinstance(value, tuple) else (value,)
             if (is_tuple and not isinstance(value, tuple)) or not all(_is(v, base) for v in items):
                 shape = f"a tuple of {base.__name__}" if is_tuple else base.__name__
+                if base is float:
+                    shape = "a tuple of finite numbers" if is_tuple else "a finite number"
                 raise ValueError(f"{where} must be {shape}{' or None' if optional else ''}, "
                                  f"got {value!r}")
             if meta.get("choices") is not None and value not in meta["choices"]:

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform
 
+from .._validation import check_number
 from ..geometry import eigen as _eigen
 from ..geometry.cache import EigenbasisCache
 from ..geometry.laplacian import METHODS
@@ -84,8 +85,8 @@ class LaplacianEigenbasis(BaseTransform):
 
     def __init__(self, num_eigenpairs: int, cache_dir=None, method: str = "cotan",
                  mollify_factor: float = 1e-5, ignore_edges: bool = False):
-        if not isinstance(num_eigenpairs, int) or num_eigenpairs < 1:
-            raise ValueError(f"'num_eigenpairs' must be a positive int, got {num_eigenpairs!r}")
+        check_number(num_eigenpairs, "num_eigenpairs", integer=True, minimum=1)
+        check_number(mollify_factor, "mollify_factor", minimum=0.0)
         if method not in TRANSFORM_METHODS:
             raise ValueError(f"'method' must be one of {TRANSFORM_METHODS}, got {method!r}")
         if method == "graph" and cache_dir is not None:
