@@ -109,14 +109,16 @@ def _run_now(checks: Optional[ValueChecks]) -> Tuple[ValueChecks, bool]:
 
 
 def check_finite(value: Tensor, name: str, checks: Optional[ValueChecks] = None, *,
-                 bounded: bool = False) -> None:
+                 bounded: bool = False,
+                 remedy: str = "standardise the features, NormalizeScale for positions") -> None:
     """``value`` has no NaN or infinite entry (added to ``checks``, or checked
     now); with ``bounded``, also no entry above the square root of the largest
     number of its dtype (at least float32: ``1.8e19``), beyond which its
     squares (in the layer norms, the Gram matrices) overflow inside a network,
     which then returns NaN or meaningless values.  One pass over ``value``
     (its smallest and largest entries, NaN if any entry is NaN); the number
-    of bad entries is counted only for the error message."""
+    of bad entries is counted only for the error message; ``remedy`` ends the
+    message about magnitude."""
     if not value.numel():
         return
     checks, now = _run_now(checks)
@@ -140,8 +142,8 @@ def check_finite(value: Tensor, name: str, checks: Optional[ValueChecks] = None,
                          lambda v: (f"'{name}' is finite but its largest |value| is "
                                     f"{v[0] * limit:.3g}, above {limit:.3g}, the square root of "
                                     f"the largest {wide}: its squares overflow inside the network "
-                                    "(the output would be NaN or meaningless); scale it (e.g. "
-                                    "standardise the features, NormalizeScale for positions)")
+                                    f"(the output would be NaN or meaningless); scale it (e.g. "
+                                    f"{remedy})")
                          if v[0] > 1 else None)
     if now:
         checks.run()
@@ -259,7 +261,8 @@ def check_mass(mass: Tensor, num_nodes: int, device: torch.device,
     if mass.device != device:
         raise ValueError(f"'mass' is on {mass.device} but the node features are on {device}")
     checks, now = _run_now(checks)
-    check_finite(mass, "mass", checks)
+    check_finite(mass, "mass", checks, bounded=True,  # its per-graph sums must not overflow
+                 remedy="divide the masses by their mean: only their ratios matter")
     checks.add((mass <= 0).sum(),
                lambda v: ("'mass' must be strictly positive (lumped areas/volumes or quadrature "
                           f"weights); found {v[0]} value(s) <= 0") if v[0] else None)

@@ -632,3 +632,17 @@ def test_without_bias_the_layer_is_positively_homogeneous(kind):
     for a in (1e-4, 3.0, 1e3):
         torch.testing.assert_close(call(layer, a * x, batch, mass, basis), a * out,
                                    atol=1e-9 * a, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["x", "mass"])
+def test_inputs_whose_sums_overflow_are_refused_naming_them(name):
+    """3e38 is finite in float32, but the layer's sums and Gram matrices of it
+    overflow (the output was all NaN): refused as the network refuses it."""
+    layer = FunctionalAttention(16, 2, 4)
+    x, mass = torch.randn(10, 16), torch.rand(10) + 0.5
+    if name == "x":
+        x = torch.full((10, 16), 3e38)
+    else:
+        mass = torch.full((10,), 3e38)
+    with pytest.raises(ValueError, match=f"'{name}' is finite but its largest .value. is 3e\\+38"):
+        layer(x, mass=mass)

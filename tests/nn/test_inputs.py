@@ -182,9 +182,12 @@ def test_finite_but_overflowing_inputs_are_named():
                                            None if mass is None else mass.double(),
                                            None if basis is None else basis.double())).all()
     layer = FunctionalAttention(16, 2, 4, basis_type="laplacian_init")
+    with pytest.raises(ValueError, match=r"'x' is finite but its largest \|value\|"):
+        layer(torch.randn(20, 16) * 1e20, batch, torch.ones(20), torch.randn(20, 4))
     with torch.no_grad():  # a learned correction: the basis grows with x, its Gram matrix overflows
         layer.basis_module.proj.weight.normal_()
+    x = torch.randn(20, 16)
     with pytest.raises(ValueError, match=r"the mass Gram matrix of the basis of graph 0 has NaN or "
                                          r"infinite entries: the values overflowed inside the "
                                          r"layer \(its inputs were finite"):
-        layer(torch.randn(20, 16) * 1e20, batch, torch.ones(20), torch.randn(20, 4))
+        layer(x / x.abs().max() * 1.5e19, batch, torch.ones(20), torch.randn(20, 4))

@@ -99,7 +99,7 @@ def test_dropouts_reach_their_places():
     kept = dropped != 0
     assert 0.3 < float(kept.float().mean()) < 0.7
     torch.testing.assert_close(dropped[kept], 2 * attn[kept])
-    with pytest.raises(ValueError, match="'dropout' must be in"):
+    with pytest.raises(ValueError, match="'dropout' must be a finite number >= 0.0 and < 1.0"):
         FuncAttnBlock(16, heads=2, dropout=1.0)
 
 

@@ -12,6 +12,7 @@ from torch_geometric.nn.inits import reset
 from torch_geometric.nn.resolver import activation_resolver, normalization_resolver
 from torch_geometric.typing import Adj
 
+from .._validation import check_number
 from .functional_attention import FunctionalAttention
 
 __all__ = ["FuncAttnGPSConv"]
@@ -117,8 +118,7 @@ class FuncAttnGPSConv(torch.nn.Module):
         if clash:
             raise ValueError(f"'attn_kwargs' must not contain {clash}: FuncAttnGPSConv passes "
                              "'channels' and 'heads' itself")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"'dropout' must be in [0, 1), got {dropout}")
+        check_number(dropout, "dropout", minimum=0.0, below=1.0)
 
         self.channels = channels
         self.conv = conv

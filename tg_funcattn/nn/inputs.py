@@ -51,8 +51,6 @@ class NetworkNeeds(NamedTuple):
     #: the blocks have a local branch; it reads ``pos`` itself (else only its edges)
     local: bool
     local_takes_pos: bool
-    #: ``x`` and ``pos`` must stay below the square root of their dtype's largest number
-    check_magnitude: bool
     #: the module named in errors about the parameters' device and dtype
     owner: str
 
@@ -99,11 +97,12 @@ def validate_graph(needs: GraphNeeds, num_nodes: int, device: torch.device,
 
 
 def check_features(x, name: str, channels: int, weight: Tensor, checks: ValueChecks,
-                   owner: str = "layer", bounded: bool = False) -> None:
+                   owner: str = "layer") -> None:
     """``x`` is a finite ``[N, channels]`` float tensor on the device of the
     parameter ``weight`` of the ``owner`` reading it, and of its dtype unless
-    autocast is on; with ``bounded``, of magnitude at most the square root of
-    its dtype's largest number (see :func:`~tg_funcattn._validation.check_finite`)."""
+    autocast is on, of magnitude at most the square root of its dtype's
+    largest number (see :func:`~tg_funcattn._validation.check_finite`: beyond
+    it the layer's sums and Gram matrices overflow)."""
     check_tensor(x, name, ndim=2, floating=True)
     if x.shape[1] != channels:
         raise ValueError(f"'{name}' must have shape [N, {channels}], got {tuple(x.shape)}")
@@ -114,7 +113,7 @@ def check_features(x, name: str, channels: int, weight: Tensor, checks: ValueChe
         raise TypeError(f"'{name}' has dtype {x.dtype} but the {owner}'s parameters are "
                         f"{weight.dtype}; convert one with .to() (e.g. {name}.to({weight.dtype})) "
                         "or use torch.autocast")
-    check_finite(x, name, checks, bounded=bounded)
+    check_finite(x, name, checks, bounded=True)
 
 
 def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
@@ -133,8 +132,7 @@ def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
     if needs.in_channels > 0:
         if x is None:
             raise ValueError(f"'x' is None but the model was built with in_channels={needs.in_channels}")
-        check_features(x, "x", needs.in_channels, weight, checks, needs.owner,
-                       needs.check_magnitude)
+        check_features(x, "x", needs.in_channels, weight, checks, needs.owner)
     elif x is not None and x.numel() > 0:
         raise ValueError("'x' was given but the model was built with in_channels=0; "
                          "set in_channels to its width")
@@ -144,13 +142,12 @@ def validate_network(needs: NetworkNeeds, weight: Tensor, x: Optional[Tensor],
                          if needs.pos_channels else "'pos' is required: the local branch needs "
                          "'pos' (or a precomputed 'edge_index')")
     if needs.pos_channels > 0 and needs.in_channels == 0:  # the lift's only input
-        check_features(pos, "pos", needs.pos_channels, weight, checks, needs.owner,
-                       needs.check_magnitude)
+        check_features(pos, "pos", needs.pos_channels, weight, checks, needs.owner)
     elif needs.pos_channels > 0 or local_needs_pos:
         check_tensor(pos, "pos", ndim=2, floating=True)
         if needs.pos_channels > 0 and pos.shape[1] != needs.pos_channels:
             raise ValueError(f"'pos' must have shape [N, {needs.pos_channels}], got {tuple(pos.shape)}")
-        check_finite(pos, "pos", checks, bounded=needs.check_magnitude)
+        check_finite(pos, "pos", checks, bounded=True)
     inputs = ([x] if needs.in_channels > 0 else []) + ([pos] if needs.pos_channels > 0 else [])
     if len(inputs) == 2:
         if pos.shape[0] != x.shape[0]:

@@ -295,7 +295,7 @@ class FuncAttnBlock(Module):
     def needs(self) -> NetworkNeeds:
         """What the block's inputs must provide (see :mod:`~tg_funcattn.nn.inputs`)."""
         return NetworkNeeds(self.attn.needs, self.channels, 0, None, self.local is not None,
-                            self.local_takes_pos, False, "layer")
+                            self.local_takes_pos, "layer")
 
     def forward_validated(self, x: Tensor, layout: GraphLayout, *, pos: Optional[Tensor] = None,
                           edge_index: Optional[Tensor] = None, regular: Optional[int] = None,
@@ -477,8 +477,7 @@ class FuncAttnNet(Module):
         the blocks' (all alike) with the network's own inputs."""
         block = next(iter(self.blocks))
         return block.needs._replace(in_channels=self.in_channels, pos_channels=self.pos_channels,
-                                    num_categories=self.num_categories, check_magnitude=True,
-                                    owner="model")
+                                    num_categories=self.num_categories, owner="model")
 
     @property
     def uses_eigenbasis(self) -> bool:
