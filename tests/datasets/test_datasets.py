@@ -299,6 +299,13 @@ def test_synthetic_parts_is_deterministic_and_uses_shapenet_ids(tmp_path):
         SyntheticParts(tmp_path / "a", categories=["Chair"], **kwargs)
 
 
+@pytest.mark.parametrize("num_points", [2, 0, True])
+def test_synthetic_parts_refuses_too_few_points_naming_the_argument(tmp_path, num_points):
+    with pytest.raises(ValueError, match=f"'num_points' must be an int >= 8 .*got {num_points}"):
+        SyntheticParts(tmp_path, num_points=num_points)
+    assert not any(tmp_path.iterdir())  # nothing generated
+
+
 def test_synthetic_parts_interrupted_generation_is_redone(tmp_path, monkeypatch):
     import tg_funcattn.datasets.synthetic_parts as module
 

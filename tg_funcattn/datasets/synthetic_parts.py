@@ -7,9 +7,15 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .._validation import check_number
 from ._readers import generated_raw_folder
 from .shapenet import SHAPENET_CATEGORIES, ShapeNetPart
 from .shapes import CATEGORIES, CATEGORY_PARTS, sample_shape
+
+
+#: the fewest mean points per shape the generator accepts (fewer leave a part
+#: without points, or a shape of one point that cannot be scaled)
+MIN_POINTS = 8
 
 
 class SyntheticParts(ShapeNetPart):
@@ -42,8 +48,8 @@ class SyntheticParts(ShapeNetPart):
             ``"trainval"``. (default: ``"trainval"``)
         num_train, num_val, num_test (int, optional): Shapes per category and
             split. (default: ``100``, ``15``, ``30``)
-        num_points (int, optional): Mean number of points per shape.
-            (default: ``1024``)
+        num_points (int, optional): Mean number of points per shape, at
+            least :data:`MIN_POINTS`. (default: ``1024``)
         seed (int, optional): Random seed. (default: ``0``)
         transform, pre_transform, pre_filter, force_reload: As in
             :class:`ShapeNetPart`.
@@ -63,10 +69,12 @@ class SyntheticParts(ShapeNetPart):
         unknown = [c for c in categories if c.lower() not in lookup]
         if unknown:
             raise ValueError(f"SyntheticParts has no category {unknown[0]!r}; known: {list(CATEGORIES)}")
-        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
-                            ("num_points", num_points)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            check_number(value, name, integer=True, minimum=1)
+        if not (isinstance(num_points, int) and not isinstance(num_points, bool)
+                and num_points >= MIN_POINTS):
+            raise ValueError(f"'num_points' must be an int >= {MIN_POINTS} (a shape needs a few "
+                             f"points on each of its parts), got {num_points!r}")
         self.settings = {"num_train": num_train, "num_val": num_val, "num_test": num_test,
                          "num_points": num_points, "seed": seed, "generator_version": 1}
         self._generated = generated_raw_folder(
