@@ -49,3 +49,33 @@ def test_bad_input():
         knn_graph(torch.rand(4, 3), 2, torch.tensor([1, 0, 1, 0]))
     with pytest.raises(ValueError, match="'backend' must be"):
         knn_graph(torch.rand(4, 3), 2, backend="faiss")
+
+
+def test_pygs_knn_graph_is_taken_where_pyg_lib_provides_it(monkeypatch):
+    """With pyg-lib's search available (``WITH_KNN``) the search goes through
+    PyG's ``knn_graph`` with the graph layout, and the network then makes no
+    assumption about the order of its edges."""
+    import torch_geometric.nn.pool
+    import torch_geometric.typing
+
+    from tg_funcattn.ops import knn as knn_module
+
+    calls = []
+
+    def fake(pos, k, batch=None, loop=False, flow="source_to_target", batch_size=None, **kw):
+        calls.append((k, loop, flow, batch_size))
+        return knn_graph(pos, k, batch, loop=loop, backend="scipy").flip(1)  # another order
+
+    monkeypatch.setattr(torch_geometric.typing, "WITH_KNN", True)
+    monkeypatch.setattr(torch_geometric.nn.pool, "knn_graph", fake)
+    pos, batch = torch.rand(30, 3), torch.tensor([0] * 12 + [1] * 18)
+    assert knn_module.knn_backend(pos.device) == "pyg"
+    edges = knn_graph(pos, 4, batch)
+    assert calls == [(4, False, "source_to_target", 2)]
+    assert torch.equal(edges, knn_graph(pos, 4, batch, backend="scipy").flip(1))
+
+    from tg_funcattn.nn import FuncAttnNet
+    net = FuncAttnNet(0, 16, 2, num_layers=1, heads=2, num_bases=4, local="edgeconv", k=4).eval()
+    out = net(None, pos, batch)
+    monkeypatch.setattr(torch_geometric.typing, "WITH_KNN", False)
+    torch.testing.assert_close(out, net(None, pos, batch))  # the scatter path, the same values

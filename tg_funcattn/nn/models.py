@@ -590,7 +590,7 @@ def knn_edges(pos: Tensor, k: int, layout: GraphLayout) -> Tuple[Tensor, Optiona
     edge_index = knn_graph_validated(pos, k, layout.batch, layout.ptr, bounds=layout.bounds,
                                      backend=backend)
     bounds = layout.bounds
-    regular = backend != "torch_cluster" and bounds is not None and \
+    regular = backend in ("scipy", "torch") and bounds is not None and \
         min((e - s for s, e in zip(bounds[:-1], bounds[1:]) if e > s), default=0) > k  # empty: none
     return edge_index, k if regular else None
 

@@ -1,7 +1,8 @@
 """k-nearest-neighbour graphs per graph of a flat batch, without compiled extras.
 
-``torch_cluster`` is used when it is installed; otherwise a KD-tree from SciPy
-on the CPU and a chunked brute-force search on other devices.
+PyG's :func:`~torch_geometric.nn.pool.knn_graph` is used where it can run
+(pyg-lib's search), else ``torch_cluster`` when it is installed; otherwise a
+KD-tree from SciPy on the CPU and a chunked brute-force search on other devices.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch_geometric.typing
 from torch import Tensor
 
 from .._optional import available
@@ -31,8 +33,9 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, *, loop: bool
         k (int): Number of neighbours.
         batch (torch.Tensor, optional): Sorted graph index ``[N]``. (default: ``None``)
         loop (bool, optional): Include each node as its own neighbour. (default: ``False``)
-        backend (str, optional): ``"auto"``, ``"torch_cluster"``, ``"scipy"``
-            (CPU KD-tree) or ``"torch"`` (chunked brute force). (default: ``"auto"``)
+        backend (str, optional): ``"auto"``, ``"pyg"`` (PyG's ``knn_graph``,
+            which needs pyg-lib), ``"torch_cluster"``, ``"scipy"`` (CPU KD-tree)
+            or ``"torch"`` (chunked brute force). (default: ``"auto"``)
 
     Returns:
         ``edge_index`` of shape ``[2, E]`` (int64, on the device of ``pos``).
@@ -46,10 +49,12 @@ def knn_graph(pos: Tensor, k: int, batch: Optional[Tensor] = None, *, loop: bool
 
 
 def knn_backend(device: torch.device) -> str:
-    """The search ``backend="auto"`` runs: ``torch_cluster`` where installed,
-    else SciPy's k-d tree on the CPU and a blocked ``cdist`` on other devices.
-    The last two list every node's ``min(k, n - 1)`` neighbours together, in
-    node order."""
+    """The search ``backend="auto"`` runs: PyG's ``knn_graph`` where pyg-lib
+    provides it, ``torch_cluster`` where installed, else SciPy's k-d tree on
+    the CPU and a blocked ``cdist`` on other devices.  The last two list every
+    node's ``min(k, n - 1)`` neighbours together, in node order."""
+    if torch_geometric.typing.WITH_KNN:
+        return "pyg"
     return "torch_cluster" if _HAS_TORCH_CLUSTER else ("scipy" if device.type == "cpu" else "torch")
 
 
@@ -61,6 +66,11 @@ def knn_graph_validated(pos: Tensor, k: int, batch: Optional[Tensor], ptr: Tenso
     values on the host if known (else read here)."""
     if backend == "auto":
         backend = knn_backend(pos.device)
+    if backend == "pyg":
+        from torch_geometric.nn.pool import knn_graph as pyg_knn_graph
+
+        return pyg_knn_graph(pos, k, batch, loop=loop, flow="source_to_target",
+                             batch_size=ptr.numel() - 1)
     if backend == "torch_cluster":
         import torch_cluster
         return torch_cluster.knn_graph(pos, k, batch, loop=loop, flow="source_to_target")
@@ -69,7 +79,8 @@ def knn_graph_validated(pos: Tensor, k: int, batch: Optional[Tensor], ptr: Tenso
         return _knn_scipy(pos, k, bounds, loop)
     if backend == "torch":
         return _knn_torch(pos, k, bounds, loop)
-    raise ValueError(f"'backend' must be 'auto', 'torch_cluster', 'scipy' or 'torch', got {backend!r}")
+    raise ValueError(f"'backend' must be 'auto', 'pyg', 'torch_cluster', 'scipy' or 'torch', got "
+                     f"{backend!r}")
 
 
 def _knn_scipy(pos: Tensor, k: int, bounds: list, loop: bool) -> Tensor:
