@@ -11,8 +11,8 @@ compared, alternating rounds in one process).
   ``segment_csr`` when installed, else ``torch.segment_reduce``) against
   :func:`tg_funcattn.ops.segment.segment_sum` (``index_add`` on the CPU),
   forward+backward on ``[N, 128]`` rows of 8 graphs.
-* Nearest point: ``torch_geometric.nn.pool.nearest`` needs pyg-lib and
-  ``knn_graph`` torch-cluster; where they are missing the row says so.
+* Nearest point and kNN: PyG's ``nearest`` and ``knn_graph`` need pyg-lib;
+  where it is missing the report says so.
 
 Writes ``benchmarks/results/bench_pyg_blocks.{md,json}``.
 """
@@ -97,9 +97,9 @@ def main():
                      f"{r['max_abs_difference']:.1e} |")
     if not (torch_geometric.typing.WITH_NEAREST or available("torch_cluster")):
         lines.append("")
-        lines.append("Nearest point and kNN: PyG's `nearest` needs pyg-lib (not on PyPI) and its "
-                     "`knn_graph` torch-cluster; neither is installed here, so the library's "
-                     "searches (SciPy's k-d tree, blocked `cdist`) run and nothing is compared.")
+        lines.append("Nearest point and kNN: PyG's `nearest` and `knn_graph` need pyg-lib (not on "
+                     "PyPI), and torch-cluster is not installed either, so the library's searches "
+                     "(SciPy's k-d tree, blocked `cdist`) run and nothing is compared.")
     report = "\n".join(lines) + "\n"
     print(report)
     write_results(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
