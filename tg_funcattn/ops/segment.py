@@ -273,7 +273,7 @@ def segment_sum(src: Tensor, ptr: Tensor, batch: Optional[Tensor] = None) -> Ten
       vector, ``index_add`` over ``batch`` (computed from ``ptr`` when not
       given) for rows.  On this project's 2-core CPU ``segment_csr`` measured
       3x slower than ``index_add`` for 128-wide rows, and PyG's ``segment``
-      without torch-scatter (``torch.segment_reduce``) 5x slower
+      without torch-scatter (``torch.segment_reduce``) 17x slower
       (``benchmarks/bench_pyg_blocks.py``), so neither is used there.
     """
     num_graphs = ptr.numel() - 1
