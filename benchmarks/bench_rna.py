@@ -651,10 +651,6 @@ def settings(args):
             "set": OVERRIDES}
 
 
-def write_atomic(path, text):
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def parse_args(argv=None):
     """The command line, with the protocol's budget and the default folders filled in."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

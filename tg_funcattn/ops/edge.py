@@ -20,7 +20,6 @@ max aggregation do).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 #: Elements of a chunk's ``[rows k, C]`` intermediates on the CPU (4 MiB in
