@@ -11,7 +11,6 @@ compiled model has no graph breaks.
 from __future__ import annotations
 
 import math
-
 import struct
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
@@ -160,8 +159,8 @@ class Segments(NamedTuple):
 
 def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
              batch_size: Optional[int] = None, *, min_nodes: int = 1,
-             checks: Optional[ValueChecks] = None) -> Segments:
-    """Validates ``batch`` and returns the per-graph layout.
+             checks: Optional[ValueChecks] = None, name: str = "batch") -> Segments:
+    """Validates ``batch`` (called ``name`` in errors) and returns the per-graph layout.
 
     ``batch`` must be sorted as in PyG; every graph ``0..B-1`` must have at
     least ``min_nodes`` nodes.  With ``batch_size`` given no value of
@@ -184,13 +183,13 @@ def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
         ptr = torch.tensor([0, num_nodes], device=device)
         return Segments(None, ptr, ptr[1:] - ptr[:1], 1)
 
-    check_tensor(batch, "batch", ndim=1)
+    check_tensor(batch, name, ndim=1)
     if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
-        raise TypeError(f"'batch' must be an integer tensor, got dtype {batch.dtype}")
+        raise TypeError(f"'{name}' must be an integer tensor, got dtype {batch.dtype}")
     if batch.numel() != num_nodes:
-        raise ValueError(f"'batch' has {batch.numel()} entries but there are {num_nodes} nodes")
+        raise ValueError(f"'{name}' has {batch.numel()} entries but there are {num_nodes} nodes")
     if batch.device != device:
-        raise ValueError(f"'batch' is on {batch.device} but the node features are on {device}")
+        raise ValueError(f"'{name}' is on {batch.device} but the node features are on {device}")
     batch = batch.long()
     if not tracing():
         if num_nodes == 0:
@@ -199,7 +198,7 @@ def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
         order = ValueChecks() if batch_size is None else checks
         given, last = batch_size, []
         order.add(torch.stack([(batch[1:] < batch[:-1]).any(), batch[0], batch[-1]]),
-                  lambda v: last.append(v[2]) or _batch_order_error(v, given))
+                  lambda v: last.append(v[2]) or _batch_order_error(v, given, name))
         if batch_size is None:
             order.run()
             batch_size = last[0] + 1
@@ -222,15 +221,16 @@ def segments(batch: Optional[Tensor], num_nodes: int, device: torch.device,
     return Segments(batch, ptr, counts, batch_size)
 
 
-def _batch_order_error(values: List[int], batch_size: Optional[int]) -> Optional[str]:
+def _batch_order_error(values: List[int], batch_size: Optional[int],
+                       name: str = "batch") -> Optional[str]:
     unsorted, first, last = values
     if unsorted:
-        return ("'batch' must be sorted in non-decreasing order, as PyG's "
+        return (f"'{name}' must be sorted in non-decreasing order, as PyG's "
                 "Batch produces it; sort the nodes by graph first")
     if first < 0:
-        return f"'batch' has a negative graph index {first}"
+        return f"'{name}' has a negative graph index {first}"
     if batch_size is not None and last >= batch_size:
-        return f"'batch' has graph index {last} but 'batch_size' is {batch_size}"
+        return f"'{name}' has graph index {last} but 'batch_size' is {batch_size}"
     return None
 
 

@@ -423,11 +423,12 @@ class FuncAttnNet(Module):
         self.local_name = None if local is None else local if isinstance(local, str) else \
             type(local).__name__ if isinstance(local, Module) else getattr(local, "__name__", "factory")
         #: the settings that differ from their defaults, for ``repr``
+        defaults = inspect.signature(FuncAttnNet).parameters
         self._changed = {name: value for name, value in (
             ("pos_channels", pos_channels), ("num_categories", num_categories),
-            ("local", self.local_name), ("k", k if local is not None else 16),
-            ("mlp_ratio", mlp_ratio), ("dropout", dropout), ("lift", lift), ("head", head),
-            ("init", init)) if value != inspect.signature(FuncAttnNet).parameters[name].default}
+            ("local", self.local_name), ("k", k), ("mlp_ratio", mlp_ratio), ("dropout", dropout),
+            ("lift", lift), ("head", head), ("init", init))
+            if value != defaults[name].default and (name != "k" or local is not None)}
         self._changed.update(kwargs)
         self.lift = (mlp(in_channels + pos_channels, 2 * hidden_channels, hidden_channels)
                      if lift == "mlp" else ResidualLift(in_channels + pos_channels, hidden_channels))

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from .._validation import check_tensor
+from .._validation import check_tensor, segments
 from ..geometry.laplacian import check_finite_positions, clean_mesh, face_areas
 from .eigenbasis import record_eigenbasis
 
@@ -283,10 +283,13 @@ def transfer_to_vertices(values: Tensor, point_pos: Tensor, vertex_pos: Tensor,
         if vertex_pos.shape[0] and not point_pos.shape[0]:
             raise ValueError("there are vertices but no points to take values from")
     else:
-        num_graphs = 1 + max(_last_graph(point_batch, point_pos.shape[0], "point_batch"),
-                             _last_graph(vertex_batch, vertex_pos.shape[0], "vertex_batch"))
-        point_counts = torch.bincount(point_batch, minlength=num_graphs).tolist()
-        vertex_counts = torch.bincount(vertex_batch, minlength=num_graphs).tolist()
+        point_counts, vertex_counts = (
+            segments(batch, pos.shape[0], pos.device, min_nodes=0, name=name).counts.tolist()
+            for batch, pos, name in ((point_batch, point_pos, "point_batch"),
+                                     (vertex_batch, vertex_pos, "vertex_batch")))
+        num_graphs = max(len(point_counts), len(vertex_counts))
+        point_counts += [0] * (num_graphs - len(point_counts))
+        vertex_counts += [0] * (num_graphs - len(vertex_counts))
         empty = [g for g in range(num_graphs) if vertex_counts[g] and not point_counts[g]]
         if empty:
             raise ValueError(f"graph {empty[0]} has vertices but no points ('point_batch' "
@@ -305,17 +308,3 @@ def transfer_to_vertices(values: Tensor, point_pos: Tensor, vertex_pos: Tensor,
     if not closest:
         return values[:0]
     return values[torch.cat(closest)]
-
-
-def _last_graph(batch: Tensor, num_rows: int, name: str) -> int:
-    """The last graph index of a sorted batch vector ``name`` (-1 if empty)."""
-    check_tensor(batch, name, ndim=1)
-    if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
-        raise TypeError(f"'{name}' must be an integer tensor, got dtype {batch.dtype}")
-    if batch.numel() != num_rows:
-        raise ValueError(f"'{name}' has {batch.numel()} entries but there are {num_rows} rows")
-    if not num_rows:
-        return -1
-    if bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0:
-        raise ValueError(f"'{name}' must be sorted and non-negative (as PyG batches are)")
-    return int(batch[-1])
