@@ -441,6 +441,17 @@ def test_rna_meshes_get_eigenbases(tmp_path):
         assert (example.evals[0, :2] < 1e-4).all()  # two components: two zero eigenvalues
 
 
+@requires("trimesh", "potpourri3d")
+def test_a_failing_pre_transform_names_the_mesh(tmp_path):
+    from tg_funcattn.transforms import LaplacianEigenbasis
+
+    root = copy_sample("rna_surface_segmentation", tmp_path)
+    first = (root / "train.txt").read_text().split()[0].removesuffix(".off")
+    with pytest.raises(ValueError, match=f"RNASurfaceSegmentation .*pre_transform failed on example "
+                                         f"{first}: 'num_eigenpairs' = 500"):
+        RNASurfaceSegmentation(root, split="train", pre_transform=LaplacianEigenbasis(500))
+
+
 # -------------------------------------------------------------------- mesh regression
 @needs_trimesh
 def test_mesh_regression_sample_levels(tmp_path):

@@ -14,6 +14,7 @@ from helpers import icosphere, requires
 from torch_geometric.data import Data
 
 from tg_funcattn.geometry import eigen as eigen_module
+from tg_funcattn.geometry.cache import FORMAT_VERSION
 from tg_funcattn.transforms import LaplacianEigenbasis
 
 pytestmark = requires("trimesh", "potpourri3d")
@@ -68,7 +69,7 @@ def rewrite(entry, damage):
 @pytest.mark.parametrize("damage, reason", [
     ("string_evals", r"'evals' is <U\d+ of shape \(8,\), expected float64"),
     ("version_array", r"'version' is int64 of shape \(2,\), expected int64 of shape \(\)"),
-    ("old_version", "format version 0, expected 1"),
+    ("old_version", f"format version 0, expected {FORMAT_VERSION}"),
     ("complex_evecs", r"'evecs' is complex64 of shape \(162, 8\), expected float32 of shape "
                       r"\(162, 8\)"),
     ("huge_evecs", r"'evecs' is float32 of shape \(1000000, 3000000\), expected float32 of "

@@ -169,7 +169,7 @@ def messy_sphere():
 def test_messy_mesh_equals_its_clean_version():
     pos, face, (clean_pos, clean_face) = messy_sphere()
     cleaned = clean_mesh(pos, face)
-    assert cleaned.removed == {"duplicate_vertices": 20, "degenerate_faces": 2,
+    assert cleaned.removed == {"merged_vertices": 20, "sliver_faces": 2,
                                "duplicate_faces": 1, "unreferenced_vertices": 1}
     messy = mesh_eigenbasis(pos, face, 12)
     clean = mesh_eigenbasis(clean_pos, clean_face, 12)
@@ -262,3 +262,116 @@ def test_num_eigenpairs_by_position_or_keyword_and_unknown_keywords_are_errors()
         eigenbasis(L, mass, num_eigenpair=5)
     with pytest.raises(TypeError, match="unexpected keyword argument 'methd'"):
         mesh_eigenbasis(pos, face, 6, methd="robust")
+
+
+def sphere_with_flap(distance, scale=1.0):
+    """An icosphere (level 2) of radius ``scale`` plus one triangle on vertex 0, a
+    neighbour, and a new corner ``distance`` (relative to the bounding-box
+    diagonal) from vertex 0, off the surface."""
+    pos, face = icosphere(2)
+    pos = pos * scale
+    neighbour = int(face[:, (face == 0).any(0)][face[:, (face == 0).any(0)] != 0][0])
+    direction = np.array([0.36, -0.48, 0.8])
+    diag = np.linalg.norm(pos.max(0) - pos.min(0))
+    corner = pos[0] + distance * diag * direction
+    return (np.concatenate([pos, corner[None]]),
+            np.concatenate([face, [[0], [neighbour], [len(pos)]]], axis=1), (pos, face))
+
+
+@pytest.mark.parametrize("scale, method", [(1.0, "cotan"), (1e4, "cotan"), (1.0, "robust")])
+def test_near_duplicate_corner_is_merged_relative_to_the_mesh_size(scale, method):
+    """A corner 4e-10 of the diagonal from a vertex once turned the sphere's
+    eigenvalues [0, 2, 2, 2, 5.9, ...] into zeros with an orthonormal-looking
+    basis (all zeros with method='robust'); merged, the flap collapses and
+    the sphere's spectrum is back."""
+    pos, face, (sphere_pos, sphere_face) = sphere_with_flap(4e-10, scale)
+    cleaned = clean_mesh(pos, face)
+    assert cleaned.index[-1] == 0 and cleaned.removed["merged_vertices"] == 1
+    assert cleaned.removed["sliver_faces"] == 1
+    result = mesh_eigenbasis(pos, face, 8, method=method)
+    reference = mesh_eigenbasis(sphere_pos, sphere_face, 8, method=method)
+    np.testing.assert_allclose(result.evals, reference.evals, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.evecs[-1], result.evecs[0])  # one vertex now
+    assert clean_mesh(pos, face, tolerance=0).removed["merged_vertices"] == 0
+
+
+def test_vertices_beyond_the_tolerance_stay_apart():
+    pos, face, _ = sphere_with_flap(1e-5)
+    assert clean_mesh(pos, face).removed == {"merged_vertices": 0, "sliver_faces": 0,
+                                             "duplicate_faces": 0, "unreferenced_vertices": 0}
+    assert clean_mesh(pos, face, tolerance=2e-5).removed["merged_vertices"] == 1
+
+
+@pytest.mark.parametrize("distance", [4e-10, 4e-8])
+def test_ill_conditioned_spectrum_raises_instead_of_returning_zeros(distance):
+    """Without merging (tolerance 0) the flap's weights of order 1/distance^2
+    drown the small eigenvalues in round-off: the residual check refuses
+    what was returned silently (zeros at 4e-10, 1.2% off at 4e-8)."""
+    pos, face, _ = sphere_with_flap(distance)
+    with pytest.raises(ValueError, match="the eigenpairs are not accurate: the residual .* larger "
+                                         "'tolerance'"):
+        mesh_eigenbasis(pos, face, 8, tolerance=0)
+
+
+def test_thin_cap_triangle_is_dropped_as_a_sliver():
+    """A triangle on an edge of the sphere whose third corner is 1e-8 of the
+    diagonal off the edge's midpoint (all corners far apart): too thin, dropped."""
+    pos, face = icosphere(2)
+    a, b = face[0, 0], face[1, 0]
+    mid = (pos[a] + pos[b]) / 2
+    corner = mid + 1e-8 * 2 * np.sqrt(3) * mid / np.linalg.norm(mid)
+    capped = np.concatenate([face, [[a], [b], [len(pos)]]], axis=1)
+    cap_pos = np.concatenate([pos, corner[None]])
+    cleaned = clean_mesh(cap_pos, capped)
+    assert cleaned.removed["sliver_faces"] == 1 and cleaned.removed["merged_vertices"] == 0
+    np.testing.assert_allclose(mesh_eigenbasis(cap_pos, capped, 8).evals,
+                               mesh_eigenbasis(pos, face, 8).evals, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="not accurate"):
+        mesh_eigenbasis(cap_pos, capped, 8, tolerance=0)
+
+
+def test_eigenbasis_refuses_operators_that_are_not_laplacians():
+    pos, face = icosphere(1)
+    L, mass = laplacian(pos, face)
+    with pytest.raises(ValueError, match="must be positive semi-definite.*pass the Laplacian L, not -L"):
+        eigenbasis(-L, mass, 4)
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues -1 and 3, positive diagonal
+    with pytest.raises(ValueError, match="not positive semi-definite: its eigenvalue -1"):
+        eigenbasis(indefinite, np.ones(2), 2)
+    with pytest.raises(ValueError, match="'L' must be symmetric"):
+        eigenbasis(np.array([[1.0, -1.0], [0.0, 0.0]]), np.ones(2), 1)
+    # connected (every entry non-zero) yet two zero eigenvalues: I - [1, v][1, v]^T / n
+    n = 6
+    basis = np.linalg.qr(np.stack([np.ones(n), np.arange(n) - 2.5], 1))[0]
+    degenerate = np.eye(n) - basis @ basis.T
+    assert np.all(np.abs(degenerate) > 1e-3)
+    with pytest.raises(ValueError, match="2 eigenvalues are zero .* 1 connected component"):
+        eigenbasis(degenerate, np.ones(n), 3)
+    # round-off negatives of a valid Laplacian are set to 0, not refused
+    evals, _ = eigenbasis(L, mass, 4)
+    assert evals[0] == 0.0 or 0 < evals[0] < 1e-10
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-9])
+def test_collinear_point_cloud_is_refused(noise):
+    t = np.linspace(0.0, 1.0, 100)
+    pos = np.stack([t, 2 * t, -t], 1) + noise * np.random.default_rng(0).standard_normal((100, 3))
+    with pytest.raises(ValueError, match="'pos': the 100 points lie on one line"):
+        mesh_eigenbasis(pos, None, 4)
+
+
+def test_flat_point_cloud_is_a_surface_with_the_square_spectrum():
+    """Coplanar points are a flat surface, not a degenerate cloud: the unit
+    square's Neumann eigenvalues pi^2 (m^2 + n^2)."""
+    pos, _ = rectangle(1.0, 1.0, 40, 40, jitter=0.2)  # jittered: a grid is co-circular
+    result = mesh_eigenbasis(pos, None, 6)
+    exact = np.pi ** 2 * np.array([0, 1, 1, 2, 4, 4])
+    assert result.evals[0] < 1e-8
+    assert rel_error(result.evals, exact).max() < 0.03, result.evals
+
+
+def test_tolerance_must_be_a_fraction():
+    pos, face = icosphere(1)
+    for bad in (-1e-6, 1.0, float("nan"), True, "1e-6"):
+        with pytest.raises(ValueError, match="'tolerance' must be a number in \\[0, 1\\)"):
+            clean_mesh(pos, face, tolerance=bad)

@@ -517,13 +517,13 @@ def test_an_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
     for argv in (["train", "regression", "--dataset", "mesh", "--root", folder(tmp_path / "nothing"),
                   "--no-progress"],
                  ["evaluate", "segmentation", "--ckpt", tmp_path / "missing.ckpt"]):
-        result = cli(*argv)
+        result = cli(*argv, cwd=tmp_path)  # the default --out, runs/regression, is new there
         assert result.returncode == 1 and result.stdout == ""
         lines = result.stderr.strip().splitlines()
         assert "Traceback" not in result.stderr and len(lines) == 2, result.stderr
         assert lines[0].startswith("tg-funcattn: error: ") and str(tmp_path) in lines[0]
         assert lines[1] == "(add --debug to see the traceback)"
-        debug = cli(*argv, "--debug")
+        debug = cli(*argv, "--debug", cwd=tmp_path)
         assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 

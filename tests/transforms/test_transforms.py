@@ -240,7 +240,7 @@ def test_sample_mesh_points_errors():
     with pytest.raises(ValueError, match="face attribute 'part' must be a tensor with one row per face"):
         SampleMeshPoints(10, face_keys=["part"])(Data(pos=pos, face=face, part=torch.zeros(2)))
     flat = Data(pos=torch.zeros(6, 3), face=face)
-    with pytest.raises(ValueError, match="zero area"):
+    with pytest.raises(ValueError, match="none of the 3 triangles has three distinct corners and a height above 1e-06"):
         SampleMeshPoints(10)(flat)
     with pytest.raises(ValueError, match="'num_points' must be a positive int"):
         SampleMeshPoints(0)
@@ -433,3 +433,17 @@ def test_heat_kernel_signature_errors():
 def test_eigenbasis_transform_refuses_nonsense_numbers(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         LaplacianEigenbasis(*args, **kwargs)
+
+
+@pytest.mark.parametrize("scale, key", [(1e20, "mass"), (1e-25, "evals")])
+def test_eigenbasis_that_float32_cannot_hold_is_refused(scale, key):
+    """Masses grow with the square of the scale and eigenvalues shrink with
+    it: at 1e20 the masses, at 1e-25 the eigenvalues overflow float32 (once
+    stored as inf without a word); float64 positions hold them."""
+    data = sphere_data(scale=scale)
+    with pytest.raises(ValueError, match=f"LaplacianEigenbasis: '{key}' reaches .* float32 cannot "
+                                         "hold .*NormalizeScale"):
+        LaplacianEigenbasis(8)(data)
+    wide = LaplacianEigenbasis(8)(Data(pos=data.pos.double(), face=data.face))
+    assert wide.evals.dtype == torch.float64 and torch.isfinite(wide.evals).all()
+    assert torch.isfinite(wide.mass).all() and (wide.mass > 0).all()

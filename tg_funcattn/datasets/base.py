@@ -84,10 +84,23 @@ class FingerprintedDataset(InMemoryDataset):
         """The ``examples`` that ``pre_filter`` keeps, each passed through
         ``pre_transform`` (read one at a time when ``examples`` is lazy)."""
         kept = []
-        for example in examples:
+        for number, example in enumerate(examples):
             if self.pre_filter is None or self.pre_filter(example):
-                kept.append(example if self.pre_transform is None else self.pre_transform(example))
+                kept.append(example if self.pre_transform is None
+                            else self._pre_transformed(example, number))
         return kept
+
+    def _pre_transformed(self, example: Data, number: int) -> Data:
+        """``pre_transform(example)``; a ``ValueError`` or ``RuntimeError`` it
+        raises (a mesh whose eigenbasis fails its checks) is raised again
+        naming the example (its ``name`` or ``shape_id``, else its number)."""
+        try:
+            return self.pre_transform(example)
+        except (ValueError, RuntimeError) as error:
+            which = example.get("name") or example.get("shape_id") or f"number {number}"
+            kind = ValueError if isinstance(error, ValueError) else RuntimeError
+            raise kind(f"{type(self).__name__} ({self.raw_dir}): pre_transform failed on example "
+                       f"{which}: {error}") from error
 
     def save_split(self, data_list: List, path) -> None:
         data, slices = self.collate(data_list)

@@ -16,7 +16,7 @@ from .eigen import Eigenbasis
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the stored content or its computation changes meaning.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Largest entry of ``evecs^T diag(mass) evecs - I`` an entry read back may
 #: have (float32 storage keeps it near 1e-7; a damaged or foreign basis is far off).
 ORTHONORMAL_ATOL = 1e-3

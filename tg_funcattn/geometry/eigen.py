@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
 from .._optional import available
-from .laplacian import clean_mesh, laplacian
+from .laplacian import TOLERANCE, clean_mesh, laplacian
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,17 @@ EIGSH_TOL = 1e-8
 #: Mass given to vertices that no valid face uses, relative to the mean mass:
 #: they take the basis values of their nearest valid vertex and weigh ~nothing.
 UNREFERENCED_MASS = 1e-8
+#: Largest residual ``||L phi - lambda M phi||`` (in the inverse mass norm of
+#: mass-orthonormal ``phi``) accepted, relative to the largest eigenvalue
+#: computed; it bounds the error of every eigenvalue.
+SPECTRUM_RTOL = 1e-4
+#: An eigenvalue within its residual plus this fraction of the largest one
+#: of zero counts as zero.
+ZERO_RTOL = 1e-8
+#: Eigenvalue scale when every computed eigenvalue is zero (few eigenpairs
+#: of a disconnected shape): this fraction of the median diagonal of
+#: ``M^(-1/2) L M^(-1/2)``, the frequency of a function on one vertex.
+SCALE_FLOOR = 1e-6
 
 
 def eigenbasis(L, mass, num_eigenpairs: int, *, shift: float = 1e-8, max_tries: int = 6,
@@ -38,12 +49,21 @@ def eigenbasis(L, mass, num_eigenpairs: int, *, shift: float = 1e-8, max_tries: 
     ordering when ``pymetis`` is installed (about twice faster solves on
     meshes), else SuperLU's COLAMD.
 
-    The result is deterministic for a given input: eigenvalues ascending,
-    tiny negative ones (round-off) clipped to 0; eigenvectors orthonormal in
-    the mass inner product (:math:`\Psi^\top M \Psi = I` to round-off), each
-    signed so that its largest-magnitude entry is positive.  Within an
-    eigenspace of a repeated eigenvalue the basis is one arbitrary
-    orthonormal choice.
+    The result is deterministic for a given input: eigenvalues ascending;
+    eigenvectors orthonormal in the mass inner product
+    (:math:`\Psi^\top M \Psi = I` to round-off), each signed so that its
+    largest-magnitude entry is positive.  Within an eigenspace of a repeated
+    eigenvalue the basis is one arbitrary orthonormal choice.
+
+    The spectrum is checked before it is returned, and a ``ValueError``
+    raised when it fails: a residual :math:`\|L\phi - \lambda M\phi\|`
+    above :data:`SPECTRUM_RTOL` of the largest eigenvalue (the operator is
+    too ill-conditioned for its small eigenpairs to survive round-off, as
+    with a sliver triangle, or the solver did not converge), an eigenvalue
+    below zero by more than its residual (``L`` is not positive
+    semi-definite), or more eigenvalues within their residual of zero than
+    ``L`` has connected components.  Negative eigenvalues within their
+    residual are round-off and set to 0.
 
     Args:
         L: Symmetric positive semi-definite ``[n, n]`` (sparse or dense).
@@ -73,19 +93,75 @@ def eigenbasis(L, mass, num_eigenpairs: int, *, shift: float = 1e-8, max_tries: 
     L = sp.csr_matrix(L, dtype=np.float64)
     if not np.isfinite(L.data).all():
         raise ValueError("'L' contains NaN or infinite entries")
+    _check_psd_form(L)
     scale = 1.0 / np.sqrt(mass)
     sym = sp.diags(scale) @ L @ sp.diags(scale)
-    sym = ((sym + sym.T) * 0.5).tocsr()
+    sym = ((sym + sym.T) * 0.5).tocsr()  # exact symmetry for the solvers
     if n <= dense_max:
         evals, vecs = la.eigh(sym.toarray(), subset_by_index=[0, num_eigenpairs - 1])
     else:
         evals, vecs = _shift_invert(sym, num_eigenpairs, shift, max_tries)
     order = np.argsort(evals)
-    evals, evecs = np.maximum(evals[order], 0.0), vecs[:, order] * scale[:, None]
-    evecs = _m_orthonormalise(evecs, mass)
+    evals, vecs = evals[order], vecs[:, order]
+    evals = _check_spectrum(sym, evals, vecs)
+    evecs = _m_orthonormalise(vecs * scale[:, None], mass)
     peak = np.abs(evecs).argmax(0)
     evecs *= np.where(evecs[peak, np.arange(num_eigenpairs)] < 0, -1.0, 1.0)
     return evals, evecs
+
+
+def _check_psd_form(L: sp.csr_matrix) -> None:
+    """Refuses an ``L`` that cannot be a Laplacian: not symmetric, or with a
+    negative diagonal entry (never so for a positive semi-definite matrix)."""
+    size = float(np.abs(L.data).max()) if L.nnz else 0.0
+    asymmetry = abs(L - L.T)
+    if asymmetry.nnz and float(asymmetry.max()) > 1e-10 * size:
+        raise ValueError(f"'L' must be symmetric; an entry differs from its transpose's by "
+                         f"{float(asymmetry.max()):.3g} (largest entry {size:.3g})")
+    negative = np.flatnonzero(L.diagonal() < 0)
+    if len(negative):
+        raise ValueError(f"'L' must be positive semi-definite, but {len(negative)} diagonal entries "
+                         f"are negative (first: row {int(negative[0])}); pass the Laplacian L, "
+                         "not -L")
+
+
+def _check_spectrum(sym: sp.csr_matrix, evals: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    """The eigenvalues, with round-off negatives set to 0, after the checks
+    :func:`eigenbasis` describes; ``vecs`` are orthonormal eigenvectors of
+    ``sym = M^(-1/2) L M^(-1/2)`` (so ``||sym v - lambda v||`` is the
+    residual of the generalised problem in the inverse mass norm)."""
+    from scipy.sparse.csgraph import connected_components
+
+    diagonal = np.abs(sym.diagonal())
+    scale = max(float(np.abs(evals).max()), SCALE_FLOOR * float(np.median(diagonal)),
+                np.finfo(float).tiny)
+    residual = np.linalg.norm(sym @ vecs - vecs * evals, axis=0)
+    worst = int(residual.argmax())
+    if residual[worst] > SPECTRUM_RTOL * scale:
+        raise ValueError(
+            f"the eigenpairs are not accurate: the residual ||L phi - lambda M phi|| of eigenpair "
+            f"{worst} is {residual[worst]:.3g}, {residual[worst] / scale:.2g} of the largest "
+            f"eigenvalue {scale:.3g} (at most {SPECTRUM_RTOL:g}). The operator is too "
+            f"ill-conditioned (its largest diagonal entry is {diagonal.max():.3g}, "
+            f"{diagonal.max() / scale:.2g} times that eigenvalue): typically a sliver triangle "
+            "or vertices closer than the cleaning tolerance; clean the mesh with a larger "
+            "'tolerance' (clean_mesh, mesh_eigenbasis)")
+    bound = residual + ZERO_RTOL * scale  # the eigenvalue error, at most
+    if evals[0] < -bound[0]:
+        raise ValueError(f"'L' is not positive semi-definite: its eigenvalue {evals[0]:.3g} is "
+                         f"below zero by more than its error bound {bound[0]:.3g}")
+    num_zero = int((evals <= bound).sum())
+    if num_zero > 1:
+        coupled = sym.copy()
+        coupled.eliminate_zeros()  # an edge of weight 0 couples nothing
+        num_components = connected_components(coupled, directed=False)[0]
+        if num_zero > num_components:
+            raise ValueError(
+                f"{num_zero} eigenvalues are zero (within their error bounds) but the shape has "
+                f"{num_components} connected component(s), one zero each: the operator is "
+                "degenerate (zero-weight edges or slivers); try method='robust' or clean the mesh "
+                "with a larger 'tolerance'")
+    return np.maximum(evals, 0.0)
 
 
 def _shift_invert(sym: sp.csr_matrix, num_eigenpairs: int, shift: float, max_tries: int):
@@ -154,17 +230,19 @@ class Eigenbasis(NamedTuple):
 
 
 def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "cotan",
-                    mollify_factor: float = 1e-5) -> Eigenbasis:
+                    mollify_factor: float = 1e-5, tolerance: float = TOLERANCE) -> Eigenbasis:
     """Laplacian, mass and ``num_eigenpairs`` eigenpairs of a mesh or point cloud, robust to
     messy meshes, on every original vertex.
 
     Meshes are cleaned first (:func:`~tg_funcattn.geometry.clean_mesh`):
-    vertices with identical coordinates are merged (they share basis values
-    and split their mass), faces with repeated corners, zero area or
-    duplicates are dropped, and vertices that no face uses take the basis
-    values of their nearest used vertex with a negligible mass
-    (``1e-8`` of the mean).  Disconnected components are kept: each adds a
-    zero eigenvalue (its indicator function).
+    vertices closer than ``tolerance`` times the bounding-box diagonal are
+    merged (they share basis values and split their mass), faces with
+    repeated corners, thinner than the tolerance, or duplicates are dropped,
+    and vertices that no face uses take the basis values of their nearest
+    used vertex with a negligible mass (``1e-8`` of the mean).  Disconnected
+    components are kept: each adds a zero eigenvalue (its indicator
+    function).  A spectrum that fails the checks of :func:`eigenbasis`
+    raises a ``ValueError``.
 
     Args:
         pos: ``[N, 3]`` positions.
@@ -172,17 +250,22 @@ def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "
         num_eigenpairs: Number of eigenpairs (at most the number of valid
             vertices).
         method: ``"cotan"`` or ``"robust"``; see :func:`laplacian`.
+        mollify_factor: Intrinsic mollification of the robust Laplacians.
+        tolerance: Geometric tolerance relative to the bounding-box diagonal
+            (see :func:`~tg_funcattn.geometry.clean_mesh`; for point clouds,
+            :func:`laplacian`). (default: ``1e-6``)
     """
     if face is None:
-        L, mass = laplacian(pos, None, mollify_factor=mollify_factor)
+        L, mass = laplacian(pos, None, mollify_factor=mollify_factor, tolerance=tolerance)
         evals, evecs = eigenbasis(L, mass, num_eigenpairs)
         return Eigenbasis(evals, evecs, mass)
-    clean = clean_mesh(pos, face)
+    clean = clean_mesh(pos, face, tolerance)
     n = len(clean.pos)
     if num_eigenpairs > n:
         raise ValueError(f"'num_eigenpairs' = {num_eigenpairs} eigenpairs requested but the mesh "
                          f"has only {n} valid vertices after cleaning ({clean.removed})")
-    L, mass_c = laplacian(clean.pos, clean.face.T, method=method, mollify_factor=mollify_factor)
+    L, mass_c = laplacian(clean.pos, clean.face.T, method=method, mollify_factor=mollify_factor,
+                          tolerance=tolerance)
     evals, evecs_c = eigenbasis(L, mass_c, num_eigenpairs)
     index = clean.index.copy()
     unused = index < 0

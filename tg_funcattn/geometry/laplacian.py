@@ -18,9 +18,14 @@ from .._native import native_output_to_log
 log = logging.getLogger(__name__)
 
 METHODS = ("cotan", "robust")
-#: A face whose area is below this fraction of the squared bounding-box
-#: diagonal counts as degenerate (zero area: collinear or repeated corners).
-DEGENERATE_AREA = 1e-14
+#: Geometric tolerance relative to the bounding-box diagonal: vertices closer
+#: than this are one vertex, and a triangle thinner than this (its smallest
+#: height) is a segment.  A feature of relative size ``d`` puts weights of
+#: order ``1/d^2`` into the Laplacian, and round-off of ``1e-16/d^2`` into
+#: its small eigenvalues: about 1e-4 of them at ``d = 1e-6``, all of them
+#: near ``d = 1e-9`` (a corner 4e-10 of the diagonal from another vertex
+#: turns the first eigenvalues of a sphere into zeros).
+TOLERANCE = 1e-6
 
 
 def as_numpy_pos(pos, name: str = "pos") -> np.ndarray:
@@ -81,11 +86,46 @@ def face_areas(pos, face):
     return 0.5 * (x * x + y * y + z * z) ** 0.5
 
 
-def _good_faces(pos: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Mask of faces with three distinct corners and non-zero area."""
+def diagonal(pos: np.ndarray) -> float:
+    """The length of the bounding-box diagonal of ``pos [N, 3]`` (0 if empty)."""
+    return float(np.linalg.norm(pos.max(0) - pos.min(0))) if len(pos) else 0.0
+
+
+def _good_faces(pos: np.ndarray, face: np.ndarray, tolerance: float) -> np.ndarray:
+    """Mask of faces with three distinct corners whose smallest height
+    (twice the area over the longest edge) exceeds ``tolerance`` times the
+    bounding-box diagonal."""
     distinct = (face[:, 0] != face[:, 1]) & (face[:, 1] != face[:, 2]) & (face[:, 0] != face[:, 2])
-    diag2 = float(np.sum((pos.max(0) - pos.min(0)) ** 2)) if len(pos) else 0.0
-    return distinct & (face_areas(pos, face) > DEGENERATE_AREA * max(diag2, np.finfo(float).tiny))
+    corners = pos[face]  # [F, 3, 3]
+    longest = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).max(1)
+    height = 2.0 * face_areas(pos, face) / np.maximum(longest, np.finfo(float).tiny)
+    return distinct & (height > tolerance * diagonal(pos)) & (longest > 0)
+
+
+def _check_tolerance(tolerance) -> None:
+    if (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+            or not 0 <= tolerance < 1):
+        raise ValueError(f"'tolerance' must be a number in [0, 1) (relative to the bounding-box "
+                         f"diagonal), got {tolerance!r}")
+
+
+def merge_close_vertices(pos: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
+    """``index [N]``: for every vertex, the first vertex (lowest index) of its
+    group, where vertices closer than ``tolerance`` times the bounding-box
+    diagonal of ``pos [N, 3]`` are grouped (transitively); identical
+    coordinates are always grouped."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = len(pos)
+    pairs = cKDTree(pos).query_pairs(tolerance * diagonal(pos), output_type="ndarray")
+    if len(pairs) == 0:
+        return np.arange(n)
+    graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    first = np.full(group.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, group, np.arange(n))
+    return first[group]
 
 
 class CleanMesh(NamedTuple):
@@ -105,27 +145,42 @@ class CleanMesh(NamedTuple):
     face_index: np.ndarray  # [F'] int64
 
 
-def clean_mesh(pos, face) -> CleanMesh:
-    """Merges vertices with identical coordinates, drops faces with repeated
-    corners or zero area and duplicate faces (same three vertices), and
-    removes vertices no remaining face uses.
+def clean_mesh(pos, face, tolerance: float = TOLERANCE) -> CleanMesh:
+    """Merges vertices closer than ``tolerance`` times the bounding-box
+    diagonal (each group takes the position of its first vertex), drops
+    slivers (faces with repeated corners, or thinner than the tolerance:
+    their smallest height is below it) and duplicate faces (same three
+    vertices), and removes vertices no remaining face uses.
+
+    Args:
+        pos: Vertex positions ``[N, 3]``.
+        face: Triangles in PyG layout ``[3, F]``.
+        tolerance: Relative to the bounding-box diagonal; ``0`` merges only
+            identical coordinates and drops only zero-area faces.
+            (default: :data:`TOLERANCE`, ``1e-6``)
 
     Raises:
-        ValueError: if ``pos``/``face`` are malformed, or no triangle with
-            non-zero area remains.
+        ValueError: if ``pos``/``face`` are malformed, or no triangle thicker
+            than the tolerance remains.
     """
+    _check_tolerance(tolerance)
     pos = as_numpy_pos(pos)
     face = as_numpy_face(face, len(pos))
     if len(face) == 0:
         raise ValueError("'face' is empty: the mesh has no triangles")
-    unique_pos, inverse = np.unique(pos, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    first = merge_close_vertices(pos, tolerance)
+    representatives = np.flatnonzero(first == np.arange(len(pos)))
+    renumber = np.full(len(pos), -1, dtype=np.int64)
+    renumber[representatives] = np.arange(len(representatives))
+    inverse = renumber[first]
+    unique_pos = pos[representatives]
     merged = inverse[face]
-    good = _good_faces(unique_pos, merged)
+    good = _good_faces(unique_pos, merged, tolerance)
     kept = merged[good]
     if len(kept) == 0:
-        raise ValueError(f"'face': none of the {len(face)} triangles has three distinct "
-                         "corners and a non-zero area; the mesh cannot be processed")
+        raise ValueError(f"'face': none of the {len(face)} triangles has three distinct corners "
+                         f"and a height above {tolerance:g} of the bounding-box diagonal; the "
+                         "mesh cannot be processed")
     _, first = np.unique(np.sort(kept, axis=1), axis=0, return_index=True)
     first = np.sort(first)  # keep the original orientation and order
     face_u = kept[first]
@@ -134,8 +189,8 @@ def clean_mesh(pos, face) -> CleanMesh:
     compact = np.full(len(unique_pos), -1, dtype=np.int64)
     compact[used] = np.arange(int(used.sum()))
     index = compact[inverse]
-    removed = {"duplicate_vertices": len(pos) - len(unique_pos),
-               "degenerate_faces": int((~good).sum()),
+    removed = {"merged_vertices": len(pos) - len(unique_pos),
+               "sliver_faces": int((~good).sum()),
                "duplicate_faces": int(good.sum()) - len(face_u),
                "unreferenced_vertices": int((index < 0).sum())}
     if any(removed.values()):
@@ -148,7 +203,7 @@ def clean_mesh(pos, face) -> CleanMesh:
 MIN_CLOUD_POINTS = 32
 
 
-def _point_cloud_laplacian(pos: np.ndarray, mollify_factor: float):
+def _point_cloud_laplacian(pos: np.ndarray, mollify_factor: float, tolerance: float):
     """Sharp & Crane (2020, Sec. 5.7): the tufted Laplacian of the union of the
     local Delaunay triangulations of every point's neighbourhood, divided by 3
     (each triangle appears in about three neighbourhoods).  The local
@@ -159,6 +214,13 @@ def _point_cloud_laplacian(pos: np.ndarray, mollify_factor: float):
     if len(pos) < MIN_CLOUD_POINTS:
         raise ValueError(f"'pos' has {len(pos)} points; the point-cloud Laplacian needs at least "
                          f"{MIN_CLOUD_POINTS} (its local triangulations use 30 neighbours)")
+    spread = np.linalg.svd(pos - pos.mean(0), compute_uv=False)
+    if spread[1] <= tolerance * spread[0]:
+        shape = "all coincide" if spread[0] == 0 else "lie on one line"
+        raise ValueError(f"'pos': the {len(pos)} points {shape} (their second principal extent is "
+                         f"{spread[1] / max(spread[0], np.finfo(float).tiny):.3g} of the first, at "
+                         f"most the tolerance {tolerance:g}); the point-cloud Laplacian needs "
+                         "points spread over a 2-D surface")
     pp3d = require("potpourri3d", "The point-cloud Laplacian")
     rl = require("robust_laplacian", "The point-cloud Laplacian")
     pos = np.ascontiguousarray(pos)
@@ -170,18 +232,16 @@ def _point_cloud_laplacian(pos: np.ndarray, mollify_factor: float):
             tri = np.zeros((0, 3), dtype=np.int64)
     tri = tri[(tri >= 0).all(1)]
     if len(tri) == 0:
-        spread = np.linalg.svd(pos - pos.mean(0), compute_uv=False)
-        shape = ("all coincide" if spread[0] == 0 else "lie on one line"
-                 if spread[1] <= 1e-8 * spread[0] else "span no triangle in any neighbourhood")
-        raise ValueError(f"'pos': the {len(pos)} points {shape}; the point-cloud Laplacian needs "
-                         f"at least {MIN_CLOUD_POINTS} points spread over a 2-D surface")
+        raise ValueError(f"'pos': the {len(pos)} points span no triangle in any neighbourhood; "
+                         f"the point-cloud Laplacian needs at least {MIN_CLOUD_POINTS} points "
+                         "spread over a 2-D surface")
     with native_output_to_log("robust_laplacian"):
         L, M = rl.mesh_laplacian(pos, np.ascontiguousarray(tri, dtype=np.int64), mollify_factor)
     return L / 3.0, M.diagonal() / 3.0
 
 
-def laplacian(pos, face=None, *, method: str = "cotan",
-              mollify_factor: float = 1e-5) -> Tuple[sp.csr_matrix, np.ndarray]:
+def laplacian(pos, face=None, *, method: str = "cotan", mollify_factor: float = 1e-5,
+              tolerance: float = TOLERANCE) -> Tuple[sp.csr_matrix, np.ndarray]:
     r"""The Laplace-Beltrami operator in weak form and the lumped mass.
 
     Returns ``(L, mass)`` with ``L`` a symmetric positive semi-definite
@@ -191,7 +251,7 @@ def laplacian(pos, face=None, *, method: str = "cotan",
 
     * triangle mesh, ``method="cotan"``: the cotangent Laplacian and one third
       of the adjacent triangle areas per vertex (``potpourri3d``); faces with
-      repeated corners or zero area are ignored.
+      repeated corners or thinner than ``tolerance`` are ignored.
     * triangle mesh, ``method="robust"``: the Laplacian of the intrinsic
       Delaunay triangulation of the tufted cover, with intrinsic mollification
       (``robust_laplacian``; Sharp & Crane 2020): positive weights even on
@@ -220,12 +280,13 @@ def laplacian(pos, face=None, *, method: str = "cotan",
     if len(pos) < 3:
         raise ValueError(f"'pos' has {len(pos)} points; a Laplacian needs at least 3")
     if face is None:
-        L, mass = _point_cloud_laplacian(pos, mollify_factor)
+        L, mass = _point_cloud_laplacian(pos, mollify_factor, tolerance)
     else:
         face = as_numpy_face(face, len(pos))
-        face = face[_good_faces(pos, face)]
+        face = face[_good_faces(pos, face, tolerance)]
         if len(face) == 0:
-            raise ValueError("'face': no triangle with three distinct corners and non-zero area")
+            raise ValueError(f"'face': no triangle with three distinct corners and a height above "
+                             f"{tolerance:g} of the bounding-box diagonal")
         if method == "cotan":
             pp3d = require("potpourri3d", "The cotangent Laplacian")
             with native_output_to_log("potpourri3d"):

@@ -140,14 +140,38 @@ class LaplacianEigenbasis(BaseTransform):
         K = self.num_eigenpairs
         pos = data.get("pos")
         dtype = pos.dtype if pos is not None and pos.dtype == torch.float64 else torch.float32
-        data.evecs = torch.from_numpy(np.ascontiguousarray(result.evecs[:, :K])).to(dtype)
-        data.evals = torch.from_numpy(np.asarray(result.evals[:K])).to(dtype).unsqueeze(0)
-        data.mass = torch.from_numpy(np.asarray(result.mass)).to(dtype)
+        values = {"evecs": np.ascontiguousarray(result.evecs[:, :K]),
+                  "evals": np.asarray(result.evals[:K]), "mass": np.asarray(result.mass)}
+        if dtype == torch.float32:
+            _check_float32(values)
+        data.evecs = torch.from_numpy(values["evecs"]).to(dtype)
+        data.evals = torch.from_numpy(values["evals"]).to(dtype).unsqueeze(0)
+        data.mass = torch.from_numpy(values["mass"]).to(dtype)
 
     def __repr__(self) -> str:
         cache = None if self.cache is None else str(self.cache.root)
         return (f"{self.__class__.__name__}(num_eigenpairs={self.num_eigenpairs}, "
                 f"method='{self.method}', cache_dir={cache!r})")
+
+
+def _check_float32(values: dict) -> None:
+    """Refuses eigenpairs (float64) that float32 cannot hold: masses scale with
+    the square of the positions' size and eigenvalues with its inverse
+    square, so positions near 1e20 or 1e-20 overflow or underflow."""
+    info = np.finfo(np.float32)
+    for key, value in values.items():
+        magnitude = np.abs(value)
+        large = magnitude.max(initial=0.0) >= info.max
+        small = key == "mass" and magnitude.min(initial=np.inf) < info.tiny
+        if large or small:
+            extreme = magnitude.max() if large else magnitude.min()
+            too_small = small or key != "mass"  # masses grow with the scale, the rest shrink
+            raise ValueError(
+                f"LaplacianEigenbasis: '{key}' reaches {extreme:.3g}, which float32 cannot hold "
+                f"({'overflow' if large else 'underflow to zero'}): the positions are at too "
+                f"{'small' if too_small else 'large'} a scale. Rescale them before "
+                "LaplacianEigenbasis (e.g. NormalizeScale() or NormalizeMesh()), or pass float64 "
+                "positions")
 
 
 class RandomEigenvectorSignFlip(BaseTransform):

@@ -109,8 +109,9 @@ class SampleMeshPoints(BaseTransform):
       :func:`transfer_to_vertices`.
 
     The mesh is sampled as :func:`~tg_funcattn.geometry.mesh_eigenbasis`
-    sees it, cleaned by :func:`~tg_funcattn.geometry.clean_mesh`: faces with
-    repeated corners or zero area are never sampled and a duplicate face
+    sees it, cleaned by :func:`~tg_funcattn.geometry.clean_mesh`: slivers
+    (faces thinner than ``1e-6`` of the bounding-box diagonal once vertices
+    that close are merged) are never sampled and a duplicate face
     counts once, so the masses sum to the area of the cleaned mesh, the
     total mass of the eigenbasis.
 
