@@ -2,7 +2,7 @@
 
     python examples/segmentation.py                            # SyntheticParts: generated, no download
     python examples/segmentation.py --dataset shapenet --root PATH [--categories Airplane,Chair]
-    python examples/segmentation.py --dataset rna --root PATH   # accuracy on the original vertices
+    python examples/segmentation.py --dataset rna --root PATH   # test accuracy on every vertex
     python examples/segmentation.py --dataset rna --root PATH --preset paper_rna   # the authors' model and recipe
     python examples/segmentation.py --devices 4 --strategy ddp --precision bf16-mixed
     python examples/segmentation.py --ckpt runs/segmentation/checkpoints/last.ckpt   # resume

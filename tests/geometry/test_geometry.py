@@ -375,3 +375,15 @@ def test_tolerance_must_be_a_fraction():
     for bad in (-1e-6, 1.0, float("nan"), True, "1e-6"):
         with pytest.raises(ValueError, match="'tolerance' must be a number in \\[0, 1\\)"):
             clean_mesh(pos, face, tolerance=bad)
+
+
+def test_mesh_mass_is_the_eigenbasis_mass_without_an_eigensolve(monkeypatch):
+    from tg_funcattn.geometry import mesh_mass
+
+    pos, face, _ = messy_sphere()  # merged duplicates split their mass, unused vertex ~0
+    expected = mesh_eigenbasis(pos, face, 4).mass
+    monkeypatch.setattr(eigen_module, "eigenbasis", lambda *a, **k: pytest.fail("eigensolve"))
+    np.testing.assert_array_equal(mesh_mass(pos, face), expected)
+    sphere_pos, sphere_face = icosphere(3)  # the area, up to the unused vertex's 1e-8 share
+    np.testing.assert_allclose(mesh_mass(pos, face).sum(),
+                               face_areas(sphere_pos, sphere_face.T).sum(), rtol=1e-9)

@@ -223,7 +223,31 @@ def test_laplacian_bases_train(tmp_path, basis):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["net"]["basis_type"] == basis
 
 
-def test_rna_sample_trains_and_scores_vertices(tmp_path):
+def direct_vertex_accuracy(model, root, transforms):
+    """The accuracy of ``model`` run on every test mesh of the RNA sample at
+    ``root``, its vertices as the points, built here from the raw meshes."""
+    from torch_geometric.data import Batch
+    from torch_geometric.transforms import Compose
+
+    from tg_funcattn.datasets import RNASurfaceSegmentation
+
+    correct = total = 0
+    for mesh in RNASurfaceSegmentation(root, "test"):
+        data = Batch.from_data_list([Compose(transforms)(mesh)])
+        with torch.no_grad():
+            logits = model(data.x if model.in_channels else None, data.pos, data.batch,
+                           mass=data.mass, basis=data.evecs if model.uses_eigenbasis else None)
+        assert logits.shape[0] == mesh.num_nodes  # every vertex, not the samples
+        correct += int((logits.argmax(-1) == data.y).sum())
+        total += mesh.num_nodes
+    return correct / total
+
+
+def test_rna_sample_trains_and_scores_the_vertices_directly(tmp_path):
+    """The test score is the network run on each test mesh's own vertices
+    (lumped areas as the mass), not the sampled points' labels carried to them."""
+    from tg_funcattn.transforms import HeatKernelSignature, LaplacianEigenbasis, NormalizeMesh
+
     root = copy_sample("rna_surface_segmentation", tmp_path, "rna")
     main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
           "--max-epochs", "2", "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
@@ -235,6 +259,31 @@ def test_rna_sample_trains_and_scores_vertices(tmp_path):
     net = saved["net"]
     assert (net["basis_type"], net["local"], net["k"], net["in_channels"], net["pos_channels"]) \
         == ("laplacian_init", "edgeconv", 8, 16, 0)
+    from tg_funcattn.training.config import data_config
+    from tg_funcattn.training.data import build_data
+
+    _, val, tests, _ = build_data(data_config(saved["config"]["data"]), 64)
+    assert val[0].num_nodes == 128  # validation: the sampled points
+    assert tests["test"][0].num_nodes == 85 and "mesh_pos" not in tests["test"][0]  # the vertices
+    fresh = copy_sample("rna_surface_segmentation", tmp_path, "fresh")
+    expected = direct_vertex_accuracy(
+        load_model(saved["checkpoint"]), fresh,
+        [NormalizeMesh("sphere"), LaplacianEigenbasis(64), HeatKernelSignature(16, attr_name=None)])
+    assert metrics["accuracy"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_rna_learned_basis_on_positions_scores_the_vertices_with_their_lumped_mass(tmp_path):
+    from tg_funcattn.transforms import LumpedMass, NormalizeMesh
+
+    root = copy_sample("rna_surface_segmentation", tmp_path, "rna")
+    main(["train", "segmentation", "--dataset", "rna", "--root", str(root), "--points", "128",
+          "--input-features", "xyz", "--basis-type", "learned", "--local", "none",
+          "--max-epochs", "1", "--out", str(tmp_path / "run"), "--no-viz", "--no-progress"])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    fresh = copy_sample("rna_surface_segmentation", tmp_path, "fresh")
+    expected = direct_vertex_accuracy(load_model(saved["checkpoint"]), fresh,
+                                      [NormalizeMesh("sphere"), LumpedMass()])
+    assert saved["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_rna_sample_trains_on_the_heat_kernel_signature(tmp_path):

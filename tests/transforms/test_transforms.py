@@ -447,3 +447,18 @@ def test_eigenbasis_that_float32_cannot_hold_is_refused(scale, key):
     wide = LaplacianEigenbasis(8)(Data(pos=data.pos.double(), face=data.face))
     assert wide.evals.dtype == torch.float64 and torch.isfinite(wide.evals).all()
     assert torch.isfinite(wide.mass).all() and (wide.mass > 0).all()
+
+
+def test_lumped_mass_stores_the_mass_of_the_eigenbasis():
+    from tg_funcattn.transforms import LumpedMass
+
+    data = sphere_data()
+    mass = LumpedMass()(data.clone()).mass
+    assert mass.dtype == torch.float32 and mass.shape == (data.num_nodes,)
+    assert torch.equal(mass, LaplacianEigenbasis(4)(data.clone()).mass)
+    wide = LumpedMass()(Data(pos=data.pos.double(), face=data.face)).mass
+    assert wide.dtype == torch.float64
+    with pytest.raises(ValueError, match="LumpedMass needs a mesh"):
+        LumpedMass()(Data(pos=data.pos))
+    with pytest.raises(ValueError, match="LumpedMass: 'mass' reaches .* float32 cannot hold"):
+        LumpedMass()(sphere_data(scale=1e20))

@@ -267,6 +267,26 @@ def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "
     L, mass_c = laplacian(clean.pos, clean.face.T, method=method, mollify_factor=mollify_factor,
                           tolerance=tolerance)
     evals, evecs_c = eigenbasis(L, mass_c, num_eigenpairs)
+    index, mass = _on_original_vertices(pos, clean, mass_c)
+    return Eigenbasis(evals, evecs_c[index], mass)
+
+
+def mesh_mass(pos, face, *, method: str = "cotan", mollify_factor: float = 1e-5,
+              tolerance: float = TOLERANCE) -> np.ndarray:
+    """The lumped vertex areas ``[N]`` of a mesh on every original vertex,
+    exactly the ``mass`` of :func:`mesh_eigenbasis` (same cleaning and
+    arguments), without an eigensolve: the quadrature weights for running a
+    model on the mesh's own vertices."""
+    clean = clean_mesh(pos, face, tolerance)
+    _, mass_c = laplacian(clean.pos, clean.face.T, method=method, mollify_factor=mollify_factor,
+                          tolerance=tolerance)
+    return _on_original_vertices(pos, clean, mass_c)[1]
+
+
+def _on_original_vertices(pos, clean, mass_c: np.ndarray):
+    """``(index, mass)``: the cleaned vertex whose values every original vertex
+    takes (its own, or the nearest used one's if no face uses it) and its
+    mass (merged vertices split theirs; unused ones weigh ~nothing)."""
     index = clean.index.copy()
     unused = index < 0
     if unused.any():
@@ -274,10 +294,10 @@ def mesh_eigenbasis(pos, face=None, num_eigenpairs: int = 64, *, method: str = "
 
         pos_np = np.asarray(pos.detach().cpu() if hasattr(pos, "detach") else pos, dtype=np.float64)
         _, index[unused] = cKDTree(clean.pos).query(pos_np[unused])
-    multiplicity = np.bincount(clean.index[~unused], minlength=n).astype(np.float64)
+    multiplicity = np.bincount(clean.index[~unused], minlength=len(clean.pos)).astype(np.float64)
     mass = np.where(unused, UNREFERENCED_MASS * mass_c.mean(),
                     mass_c[index] / np.maximum(multiplicity[index], 1.0))
-    return Eigenbasis(evals, evecs_c[index], mass)
+    return index, mass
 
 
 def graph_eigenbasis(edge_index, num_nodes: int, num_eigenpairs: int) -> Eigenbasis:

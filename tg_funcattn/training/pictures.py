@@ -64,11 +64,6 @@ def write_run_pictures(task, kind: str, tests: Dict, out: Path, num: int,
             if kind == SEGMENTATION:
                 pred = task.predict_labels(data, logits)
                 pos, target = data.pos, data.y
-                if "mesh_pos" in data:  # score and draw on the original vertices
-                    from ..transforms import transfer_to_vertices
-
-                    pred = transfer_to_vertices(pred, data.pos, data.mesh_pos)
-                    pos, target = data.mesh_pos, data.mesh_y
                 if show:
                     show_segmentation(pos, pred, target, face)
                 categories = task.hparams.get("category_names")

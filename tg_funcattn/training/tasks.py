@@ -18,7 +18,6 @@ from torch import Tensor
 
 from ..metrics import mean_ious, restrict_to_category, shape_iou
 from ..nn import FuncAttnNet
-from ..transforms.mesh import transfer_to_vertices
 from .config import OptimConfig
 
 
@@ -104,8 +103,9 @@ class _FuncAttnTask(L.LightningModule):
 
 class SegmentationTask(_FuncAttnTask):
     r"""Per-node classification: part segmentation (mIoU over the parts of
-    each shape's category) or plain segmentation (accuracy, on the original
-    mesh vertices when the data carries ``mesh_pos``/``mesh_y``).
+    each shape's category) or plain segmentation (accuracy), scored on the
+    nodes the network ran on (for meshes scored on their vertices, run it on
+    the vertices, as the RNA test split does).
 
     Args:
         net (dict): Keyword arguments of :class:`~tg_funcattn.nn.FuncAttnNet`.
@@ -158,10 +158,6 @@ class SegmentationTask(_FuncAttnTask):
         for g in range(data.num_graphs):
             nodes = data.batch == g
             p, t = pred[nodes], data.y[nodes]
-            if "mesh_pos" in data:  # score on every original vertex of the mesh
-                example = data.get_example(g)
-                p = transfer_to_vertices(p, example.pos, example.mesh_pos)
-                t = example.mesh_y
             if self.part_mask is not None:
                 c = int(data.category.view(-1)[g])
                 iou = shape_iou(p, t, self.part_mask[c].nonzero().view(-1).tolist())

@@ -154,7 +154,40 @@ class LaplacianEigenbasis(BaseTransform):
                 f"method='{self.method}', cache_dir={cache!r})")
 
 
-def _check_float32(values: dict) -> None:
+class LumpedMass(BaseTransform):
+    r"""Stores ``data.mass`` ``[N]``, the lumped vertex areas of a mesh
+    (``data.pos``, ``data.face``), exactly as :class:`LaplacianEigenbasis`
+    stores them (:func:`~tg_funcattn.geometry.mesh_mass`: the same cleaning,
+    no eigensolve): the quadrature weights of a model that runs on the mesh's
+    own vertices without an eigenbasis (a learned basis on positions).  In
+    float64 for float64 positions, float32 otherwise.
+
+    Args:
+        method (str, optional): ``"cotan"`` or ``"robust"`` (see
+            :func:`~tg_funcattn.geometry.laplacian`). (default: :obj:`"cotan"`)
+    """
+
+    def __init__(self, method: str = "cotan"):
+        if method not in METHODS:
+            raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
+        self.method = method
+
+    def forward(self, data: Data) -> Data:
+        if data.get("pos") is None or data.get("face") is None:
+            raise ValueError("LumpedMass needs a mesh: 'data.pos' [N, 3] and 'data.face' [3, F]")
+        mass = _eigen.mesh_mass(data.pos.detach().cpu().numpy(),
+                                data.face.detach().cpu().numpy().astype(np.int64), method=self.method)
+        dtype = data.pos.dtype if data.pos.dtype == torch.float64 else torch.float32
+        if dtype == torch.float32:
+            _check_float32({"mass": mass}, who="LumpedMass")
+        data.mass = torch.from_numpy(mass).to(dtype)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(method='{self.method}')"
+
+
+def _check_float32(values: dict, who: str = "LaplacianEigenbasis") -> None:
     """Refuses eigenpairs (float64) that float32 cannot hold: masses scale with
     the square of the positions' size and eigenvalues with its inverse
     square, so positions near 1e20 or 1e-20 overflow or underflow."""
@@ -167,11 +200,10 @@ def _check_float32(values: dict) -> None:
             extreme = magnitude.max() if large else magnitude.min()
             too_small = small or key != "mass"  # masses grow with the scale, the rest shrink
             raise ValueError(
-                f"LaplacianEigenbasis: '{key}' reaches {extreme:.3g}, which float32 cannot hold "
+                f"{who}: '{key}' reaches {extreme:.3g}, which float32 cannot hold "
                 f"({'overflow' if large else 'underflow to zero'}): the positions are at too "
                 f"{'small' if too_small else 'large'} a scale. Rescale them before "
-                "LaplacianEigenbasis (e.g. NormalizeScale() or NormalizeMesh()), or pass float64 "
-                "positions")
+                f"{who} (e.g. NormalizeScale() or NormalizeMesh()), or pass float64 positions")
 
 
 class RandomEigenvectorSignFlip(BaseTransform):
