@@ -99,7 +99,7 @@ def _good_faces(pos: np.ndarray, face: np.ndarray, tolerance: float) -> np.ndarr
     corners = pos[face]  # [F, 3, 3]
     longest = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).max(1)
     height = 2.0 * face_areas(pos, face) / np.maximum(longest, np.finfo(float).tiny)
-    return distinct & (height > tolerance * diagonal(pos)) & (longest > 0)
+    return distinct & (height > tolerance * diagonal(pos))
 
 
 def _check_tolerance(tolerance) -> None:
@@ -111,8 +111,8 @@ def _check_tolerance(tolerance) -> None:
 
 def merge_close_vertices(pos: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
     """``index [N]``: for every vertex, the first vertex (lowest index) of its
-    group, where vertices closer than ``tolerance`` times the bounding-box
-    diagonal of ``pos [N, 3]`` are grouped (transitively); identical
+    group, where vertices at most ``tolerance`` times the bounding-box
+    diagonal of ``pos [N, 3]`` apart are grouped (transitively); identical
     coordinates are always grouped."""
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
