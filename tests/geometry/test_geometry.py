@@ -373,8 +373,11 @@ def test_flat_point_cloud_is_a_surface_with_the_square_spectrum():
 def test_tolerance_must_be_a_fraction():
     pos, face = icosphere(1)
     for bad in (-1e-6, 1.0, float("nan"), True, "1e-6"):
-        with pytest.raises(ValueError, match="'tolerance' must be a number in \\[0, 1\\)"):
-            clean_mesh(pos, face, tolerance=bad)
+        for call in (lambda: clean_mesh(pos, face, tolerance=bad),
+                     lambda: laplacian(pos, face, tolerance=bad),
+                     lambda: mesh_eigenbasis(pos, None, 4, tolerance=bad)):
+            with pytest.raises(ValueError, match="'tolerance' must be a finite number >= 0 and < 1"):
+                call()
 
 
 def test_mesh_mass_is_the_eigenbasis_mass_without_an_eigensolve(monkeypatch):

@@ -12,8 +12,9 @@ from typing import NamedTuple, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._optional import require
 from .._native import native_output_to_log
+from .._optional import require
+from .._validation import check_number
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,6 @@ def _good_faces(pos: np.ndarray, face: np.ndarray, tolerance: float) -> np.ndarr
     return distinct & (height > tolerance * diagonal(pos))
 
 
-def _check_tolerance(tolerance) -> None:
-    if (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
-            or not 0 <= tolerance < 1):
-        raise ValueError(f"'tolerance' must be a number in [0, 1) (relative to the bounding-box "
-                         f"diagonal), got {tolerance!r}")
-
-
 def merge_close_vertices(pos: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
     """``index [N]``: for every vertex, the first vertex (lowest index) of its
     group, where vertices at most ``tolerance`` times the bounding-box
@@ -163,7 +157,7 @@ def clean_mesh(pos, face, tolerance: float = TOLERANCE) -> CleanMesh:
         ValueError: if ``pos``/``face`` are malformed, or no triangle thicker
             than the tolerance remains.
     """
-    _check_tolerance(tolerance)
+    check_number(tolerance, "tolerance", minimum=0, below=1)
     pos = as_numpy_pos(pos)
     face = as_numpy_face(face, len(pos))
     if len(face) == 0:
@@ -276,6 +270,7 @@ def laplacian(pos, face=None, *, method: str = "cotan", mollify_factor: float = 
     """
     if method not in METHODS:
         raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
+    check_number(tolerance, "tolerance", minimum=0, below=1)
     pos = as_numpy_pos(pos)
     if len(pos) < 3:
         raise ValueError(f"'pos' has {len(pos)} points; a Laplacian needs at least 3")

@@ -138,15 +138,11 @@ class LaplacianEigenbasis(BaseTransform):
 
     def _store(self, data: Data, result: _eigen.Eigenbasis) -> None:
         K = self.num_eigenpairs
-        pos = data.get("pos")
-        dtype = pos.dtype if pos is not None and pos.dtype == torch.float64 else torch.float32
-        values = {"evecs": np.ascontiguousarray(result.evecs[:, :K]),
-                  "evals": np.asarray(result.evals[:K]), "mass": np.asarray(result.mass)}
-        if dtype == torch.float32:
-            _check_float32(values)
-        data.evecs = torch.from_numpy(values["evecs"]).to(dtype)
-        data.evals = torch.from_numpy(values["evals"]).to(dtype).unsqueeze(0)
-        data.mass = torch.from_numpy(values["mass"]).to(dtype)
+        stored = _as_tensors({"evecs": np.ascontiguousarray(result.evecs[:, :K]),
+                              "evals": np.asarray(result.evals[:K]),
+                              "mass": np.asarray(result.mass)}, data.get("pos"), "LaplacianEigenbasis")
+        data.evecs, data.mass = stored["evecs"], stored["mass"]
+        data.evals = stored["evals"].unsqueeze(0)
 
     def __repr__(self) -> str:
         cache = None if self.cache is None else str(self.cache.root)
@@ -177,20 +173,26 @@ class LumpedMass(BaseTransform):
             raise ValueError("LumpedMass needs a mesh: 'data.pos' [N, 3] and 'data.face' [3, F]")
         mass = _eigen.mesh_mass(data.pos.detach().cpu().numpy(),
                                 data.face.detach().cpu().numpy().astype(np.int64), method=self.method)
-        dtype = data.pos.dtype if data.pos.dtype == torch.float64 else torch.float32
-        if dtype == torch.float32:
-            _check_float32({"mass": mass}, who="LumpedMass")
-        data.mass = torch.from_numpy(mass).to(dtype)
+        data.mass = _as_tensors({"mass": mass}, data.pos, "LumpedMass")["mass"]
         return data
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(method='{self.method}')"
 
 
-def _check_float32(values: dict, who: str = "LaplacianEigenbasis") -> None:
-    """Refuses eigenpairs (float64) that float32 cannot hold: masses scale with
-    the square of the positions' size and eigenvalues with its inverse
-    square, so positions near 1e20 or 1e-20 overflow or underflow."""
+def _as_tensors(values: dict, pos: Optional[Tensor], who: str) -> dict:
+    """The float64 arrays ``values`` as tensors of the data's dtype: float64
+    for float64 positions, else float32, refusing what float32 cannot hold
+    (masses scale with the square of the positions' size and eigenvalues
+    with its inverse square, so positions near 1e20 or 1e-20 overflow or
+    underflow)."""
+    dtype = pos.dtype if pos is not None and pos.dtype == torch.float64 else torch.float32
+    if dtype == torch.float32:
+        _check_float32(values, who)
+    return {key: torch.from_numpy(value).to(dtype) for key, value in values.items()}
+
+
+def _check_float32(values: dict, who: str) -> None:
     info = np.finfo(np.float32)
     for key, value in values.items():
         magnitude = np.abs(value)
